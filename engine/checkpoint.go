@@ -1,0 +1,285 @@
+package engine
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+)
+
+// A checkpoint is a snapshot of every stream's metadata plus the commit-log
+// LSN replay starts from. It is consistent with replay, not with one instant:
+//
+//  1. c0 := the log's written LSN. Every record below c0 was applied to its
+//     stream's writer state before step 2 reads that stream.
+//  2. Snapshot each stream under its lock (writer state: it may include
+//     records at or above c0, which replay then recognizes and skips, since
+//     records carry the offset they apply at), flushing its index file.
+//  3. Wait until the log is durable past everything snapshotted.
+//  4. syncfs: the stream bytes below every snapshotted tail were written to
+//     their mappings before step 2, so now they are durable.
+//  5. Write the checkpoint atomically; drop log segments that end <= c0.
+
+const ckptName = "checkpoint"
+
+var ckptMagic = []byte("DSCKPT01")
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Checkpoint stream flags.
+const (
+	cClosed = 1 << iota
+	cTTL
+	cExpires
+	cFork
+	cReqOffset
+	cSoftDeleted
+	cClosedBy
+)
+
+// Checkpoint makes all stream files durable, writes a checkpoint and removes
+// commit-log segments it covers. It runs periodically on its own; calling it
+// is only useful in tests and before backups.
+func (e *Engine) Checkpoint() error {
+	if e.closed.Load() {
+		return ErrEngineClosed
+	}
+	return e.checkpoint()
+}
+
+func (e *Engine) checkpoint() error {
+	if e.wal == nil {
+		return nil
+	}
+	e.ckptMu.Lock()
+	defer e.ckptMu.Unlock()
+	w := e.wal
+	if err := w.err(); err != nil {
+		return err
+	}
+	c0 := w.written.Load()
+	if c0 == e.ckptLSN.Load() {
+		return nil
+	}
+	var all []*stream
+	e.streams.Range(func(_ string, s *stream) bool { all = append(all, s); return true })
+	slices.SortFunc(all, func(a, b *stream) int { return cmpU64(a.id, b.id) })
+
+	buf := append([]byte(nil), ckptMagic...)
+	buf = binary.LittleEndian.AppendUint64(buf, c0)
+	buf = binary.LittleEndian.AppendUint64(buf, e.nextID.Load())
+	countAt := len(buf)
+	buf = binary.LittleEndian.AppendUint64(buf, 0)
+	var n uint64
+	for _, s := range all {
+		s.mu.Lock()
+		if s.state == stDeleted || s.lastLSN == 0 {
+			s.mu.Unlock()
+			continue
+		}
+		buf = e.encodeStream(buf, s)
+		var err error
+		if s.data != nil && s.data.idx != nil && s.data.idx.Len() > len(s.data.segs) {
+			err = s.data.idx.Flush(e.store.indexPath(s.id))
+		}
+		s.mu.Unlock()
+		if err != nil {
+			return fmt.Errorf("checkpoint: flush index of %q: %w", s.path, classifyIOErr(err))
+		}
+		n++
+	}
+	binary.LittleEndian.PutUint64(buf[countAt:], n)
+	buf = binary.LittleEndian.AppendUint32(buf, crc32.Checksum(buf, castagnoli))
+
+	if err := w.waitDurable(w.written.Load()); err != nil {
+		return err
+	}
+	if err := syncFS(e.dir); err != nil {
+		// Stream bytes may be lost from the page cache: stop, as for a
+		// failed commit-log sync, and let recovery replay the log.
+		w.fail(fmt.Errorf("checkpoint syncfs: %w", err))
+		return w.err()
+	}
+	if err := writeFileAtomic(filepath.Join(e.dir, ckptName), buf); err != nil {
+		return fmt.Errorf("checkpoint: %w", classifyIOErr(err))
+	}
+	e.ckptLSN.Store(c0)
+	w.dropBefore(c0)
+	return nil
+}
+
+func cmpU64(a, b uint64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// encodeStream appends s's writer state. Called with s.mu held.
+func (e *Engine) encodeStream(b []byte, s *stream) []byte {
+	m := s.meta
+	var fl byte
+	if s.closed {
+		fl |= cClosed
+	}
+	if m.hasTTL {
+		fl |= cTTL
+	}
+	if !m.expiresAt.IsZero() {
+		fl |= cExpires
+	}
+	if m.source != nil {
+		fl |= cFork
+	}
+	if m.reqOffset != nil {
+		fl |= cReqOffset
+	}
+	if s.state == stSoftDeleted {
+		fl |= cSoftDeleted
+	}
+	if s.closedBy != nil {
+		fl |= cClosedBy
+	}
+	b = binary.LittleEndian.AppendUint64(b, s.id)
+	b = appendString(b, s.path)
+	b = appendString(b, m.contentType)
+	b = append(b, fl)
+	b = binary.AppendUvarint(b, m.ttl)
+	b = binary.AppendVarint(b, unixNanos(m.expiresAt))
+	b = binary.AppendVarint(b, unixNanos(m.createdAt))
+	b = binary.AppendVarint(b, s.lastAccess.Load())
+	var src uint64
+	if m.source != nil {
+		src = m.source.id
+	}
+	b = binary.AppendUvarint(b, src)
+	b = binary.AppendUvarint(b, uint64(m.forkOffset))
+	var req uint64
+	if m.reqOffset != nil {
+		req = uint64(*m.reqOffset)
+	}
+	b = binary.AppendUvarint(b, req)
+	b = binary.AppendUvarint(b, m.reqSub)
+	b = binary.AppendUvarint(b, uint64(s.tail))
+	b = appendString(b, s.mseq)
+	if s.closedBy != nil {
+		b = appendString(b, s.closedBy.id)
+		b = binary.AppendUvarint(b, s.closedBy.epoch)
+		b = binary.AppendUvarint(b, s.closedBy.seq)
+	}
+	b = binary.AppendUvarint(b, uint64(len(s.producers)))
+	for id, p := range s.producers {
+		b = appendString(b, id)
+		b = binary.AppendUvarint(b, p.epoch)
+		b = binary.AppendUvarint(b, p.seq)
+	}
+	var segs []*dataSeg
+	if s.data != nil {
+		segs = s.data.segs
+	}
+	b = binary.AppendUvarint(b, uint64(len(segs)))
+	for _, ds := range segs {
+		b = binary.AppendUvarint(b, ds.base)
+		b = binary.AppendUvarint(b, uint64(ds.cap))
+	}
+	return b
+}
+
+func unixNanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromNanos(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n)
+}
+
+// loadCheckpoint reads the checkpoint, if any, into byID. It returns the LSN
+// replay starts from.
+func (e *Engine) loadCheckpoint(byID map[uint64]*stream) (uint64, error) {
+	raw, err := os.ReadFile(filepath.Join(e.dir, ckptName))
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	if len(raw) < len(ckptMagic)+28 || string(raw[:len(ckptMagic)]) != string(ckptMagic) {
+		return 0, fmt.Errorf("%w: checkpoint header", ErrCorrupt)
+	}
+	body := raw[:len(raw)-4]
+	if crc32.Checksum(body, castagnoli) != binary.LittleEndian.Uint32(raw[len(raw)-4:]) {
+		return 0, fmt.Errorf("%w: checkpoint checksum", ErrCorrupt)
+	}
+	d := decoder{b: body[len(ckptMagic):]}
+	start := d.u64()
+	e.nextID.Store(d.u64())
+	count := d.u64()
+	for i := uint64(0); i < count && d.err == nil; i++ {
+		s := &stream{}
+		m := &streamMeta{}
+		s.meta = m
+		s.id = d.u64()
+		s.path = d.str()
+		m.contentType = d.str()
+		m.json = isJSON(m.contentType)
+		fl := d.byte1()
+		m.ttl = d.uvarint()
+		m.hasTTL = fl&cTTL != 0
+		m.expiresAt = fromNanos(d.varint())
+		m.createdAt = fromNanos(d.varint())
+		s.lastAccess.Store(d.varint())
+		src := d.uvarint()
+		m.forkOffset = Offset(d.uvarint())
+		req := Offset(d.uvarint())
+		if fl&cReqOffset != 0 {
+			m.reqOffset = &req
+		}
+		m.reqSub = d.uvarint()
+		s.tail = Offset(d.uvarint())
+		s.mseq = d.str()
+		s.closed = fl&cClosed != 0
+		if fl&cClosedBy != 0 {
+			s.closedBy = &producerTuple{id: d.str(), epoch: d.uvarint(), seq: d.uvarint()}
+		}
+		for np := d.uvarint(); np > 0 && d.err == nil; np-- {
+			id := d.str()
+			s.setProducer(id, d.uvarint(), d.uvarint(), 0)
+		}
+		if ns := d.uvarint(); ns > 0 && d.err == nil {
+			s.data = &streamData{}
+			for j := uint64(0); j < ns && d.err == nil; j++ {
+				s.data.segs = append(s.data.segs, &dataSeg{base: d.uvarint(), cap: int64(d.uvarint()), ord: uint32(j), slot: -1})
+			}
+		}
+		if fl&cSoftDeleted != 0 {
+			s.state = stSoftDeleted
+		}
+		if fl&cFork != 0 {
+			srcS := byID[src]
+			if srcS == nil {
+				return 0, fmt.Errorf("%w: checkpoint: fork %q has no source %d", ErrCorrupt, s.path, src)
+			}
+			m.source = srcS
+			srcS.forks++
+		}
+		byID[s.id] = s
+	}
+	if d.err != nil {
+		return 0, fmt.Errorf("%w: checkpoint: %w", ErrCorrupt, d.err)
+	}
+	e.ckptLSN.Store(start)
+	return start, nil
+}

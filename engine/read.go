@@ -1,0 +1,327 @@
+package engine
+
+import (
+	"context"
+	"net"
+
+	"github.com/durastream/durastream/segment"
+)
+
+// ReadOptions bounds a read.
+type ReadOptions struct {
+	// MaxBytes caps the stored bytes returned; the cut falls on a message
+	// boundary for JSON streams (a single larger message is returned whole).
+	// Zero means 1 MiB.
+	MaxBytes int64
+}
+
+// Chunk is the result of a read: zero-copy views of stored bytes. The views
+// pin their mappings until Release; the caller must call it once the bytes
+// are written out.
+type Chunk struct {
+	Start       Offset // where the read began
+	Next        Offset // where the next read begins
+	UpToDate    bool   // Next is the stream's tail
+	Closed      bool   // the stream is closed and Next is its final offset
+	ContentType string
+	JSON        bool
+
+	views []segment.View
+}
+
+var (
+	jsonOpen  = []byte{'['}
+	jsonClose = []byte{']'}
+)
+
+// Len returns the length of the wire body: the stored bytes, or for JSON
+// streams the array '[' + messages + ']' (the last stored comma dropped).
+func (c *Chunk) Len() int64 {
+	n := int64(c.Next - c.Start)
+	if c.JSON {
+		if n == 0 {
+			return 2
+		}
+		return n + 1
+	}
+	return n
+}
+
+// Data returns the stored bytes [Start, Next) as slices, without framing.
+func (c *Chunk) Data() [][]byte {
+	out := make([][]byte, 0, len(c.views))
+	for _, v := range c.views {
+		out = append(out, v.B)
+	}
+	return out
+}
+
+// Buffers returns the wire body as buffers to write in order (net.Buffers
+// uses writev where it can). The stored bytes go out unchanged.
+func (c *Chunk) Buffers() net.Buffers {
+	bufs := make(net.Buffers, 0, len(c.views)+2)
+	if c.JSON {
+		bufs = append(bufs, jsonOpen)
+	}
+	for i, v := range c.views {
+		b := v.B
+		if c.JSON && i == len(c.views)-1 && len(b) > 0 {
+			b = b[:len(b)-1] // the trailing comma
+		}
+		if len(b) > 0 {
+			bufs = append(bufs, b)
+		}
+	}
+	if c.JSON {
+		bufs = append(bufs, jsonClose)
+	}
+	return bufs
+}
+
+// Bytes returns a copy of the wire body (for tests and small responses).
+func (c *Chunk) Bytes() []byte {
+	out := make([]byte, 0, c.Len())
+	for _, b := range c.Buffers() {
+		out = append(out, b...)
+	}
+	return out
+}
+
+// Release unpins the chunk's views. It is safe to call more than once.
+func (c *Chunk) Release() {
+	for _, v := range c.views {
+		v.Release()
+	}
+	c.views = nil
+}
+
+// Head returns a stream's metadata without counting as an access for TTL.
+func (e *Engine) Head(path string) (StreamInfo, error) {
+	s, err := e.lookup(path)
+	if err != nil {
+		return StreamInfo{}, err
+	}
+	return e.info(s), nil
+}
+
+const defaultReadMax = 1 << 20
+
+// Read returns the stream's bytes from `from`: at most MaxBytes of them,
+// only durable ones. It counts as an access for the sliding TTL.
+func (e *Engine) Read(path string, from ReadFrom, o ReadOptions) (*Chunk, error) {
+	s, err := e.lookup(path)
+	if err != nil {
+		return nil, err
+	}
+	s.touch(e.clock())
+	closed := s.visClosed.Load()
+	tail := Offset(s.vis.Load())
+	start := from.Offset
+	switch from.Kind {
+	case FromStart:
+		start = 0
+	case FromNow:
+		start = tail
+	}
+	if start > tail {
+		return nil, ErrOffsetPastEnd
+	}
+	c := &Chunk{Start: start, ContentType: s.meta.contentType, JSON: s.meta.json}
+	max := o.MaxBytes
+	if max <= 0 {
+		max = defaultReadMax
+	}
+	end := tail
+	if uint64(tail-start) > uint64(max) {
+		if end, err = e.cut(s, start, start+Offset(max), tail); err != nil {
+			return nil, err
+		}
+	}
+	if c.views, err = e.collect(s, start, end, nil); err != nil {
+		c.Release()
+		return nil, err
+	}
+	c.Next = end
+	c.UpToDate = end == tail
+	c.Closed = closed && end == tail
+	return c, nil
+}
+
+// cut picks where a read that cannot return everything up to tail stops:
+// at limit for byte streams, at the last message boundary at or below limit
+// for JSON streams (or after the first message, if that alone is larger).
+func (e *Engine) cut(s *stream, start, limit, tail Offset) (Offset, error) {
+	if !s.meta.json {
+		return limit, nil
+	}
+	best := start
+	pos := e.boundaryBelow(s, start, limit)
+	for pos > best || pos == start {
+		best = pos
+		end, err := e.messageEnd(s, pos, tail)
+		if err != nil {
+			return 0, err
+		}
+		if end < 0 || Offset(end) > limit {
+			break
+		}
+		pos = Offset(end)
+	}
+	if best > start {
+		return best, nil
+	}
+	end, err := e.messageEnd(s, start, tail)
+	if err != nil {
+		return 0, err
+	}
+	if end < 0 {
+		return tail, nil // cannot happen for well-formed data: return all
+	}
+	return Offset(end), nil
+}
+
+// owner returns the stream in s's fork chain that stores offset off.
+func owner(s *stream, off Offset) *stream {
+	for s.meta.source != nil && off < s.meta.forkOffset {
+		s = s.meta.source
+	}
+	return s
+}
+
+// boundaryBelow returns an indexed message boundary in (start, limit], or
+// start if there is none, from the layer of the fork chain that holds limit.
+func (e *Engine) boundaryBelow(s *stream, start, limit Offset) Offset {
+	l := owner(s, limit-1)
+	best := start
+	if l.meta.source != nil && l.meta.forkOffset > start && l.meta.forkOffset <= limit {
+		best = l.meta.forkOffset
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.data == nil || e.ensureIndex(l) != nil {
+		return best
+	}
+	if en, ok := l.data.idx.Below(uint64(start), uint64(limit)); ok && Offset(en.Off) > best {
+		best = Offset(en.Off)
+	}
+	return best
+}
+
+// messageEnd returns the offset just past the JSON message that starts at
+// off, or -1 if there is no complete message before tail.
+func (e *Engine) messageEnd(s *stream, off, tail Offset) (int64, error) {
+	if off >= tail {
+		return -1, nil
+	}
+	l := owner(s, off)
+	limit := tail
+	if l != s {
+		// Stop at the fork point of the layer above l.
+		for c := s; c != l; c = c.meta.source {
+			limit = min(limit, c.meta.forkOffset)
+		}
+	}
+	views, err := e.collectSegment(l, off, limit)
+	if err != nil {
+		return 0, err
+	}
+	defer views.Release()
+	n := JSONMessageEnd(views.B)
+	if n < 0 {
+		return -1, nil
+	}
+	return int64(off) + int64(n), nil
+}
+
+// collect appends views of [from, to) of s, following the fork chain.
+func (e *Engine) collect(s *stream, from, to Offset, views []segment.View) ([]segment.View, error) {
+	if from >= to {
+		return views, nil
+	}
+	if m := s.meta; m.source != nil && from < m.forkOffset {
+		mid := min(to, m.forkOffset)
+		var err error
+		if views, err = e.collect(m.source, from, mid, views); err != nil {
+			return views, err
+		}
+		from = mid
+	}
+	for from < to {
+		v, err := e.collectSegment(s, from, to)
+		if err != nil {
+			return views, err
+		}
+		views = append(views, v)
+		from += Offset(len(v.B))
+	}
+	return views, nil
+}
+
+// collectSegment returns a view of s's own bytes from `from` up to `to` or
+// the end of the segment holding `from`, whichever is first.
+func (e *Engine) collectSegment(s *stream, from, to Offset) (segment.View, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := s.data
+	if d == nil {
+		return segment.View{}, ErrCorrupt
+	}
+	if err := e.ensureIndex(s); err != nil {
+		return segment.View{}, err
+	}
+	en, ok := d.idx.Floor(uint64(from))
+	if !ok {
+		return segment.View{}, ErrCorrupt
+	}
+	i := int(en.Seg)
+	for i+1 < len(d.segs) && d.segs[i+1].base <= uint64(from) {
+		i++
+	}
+	ds := d.segs[i]
+	segEnd := ds.base + uint64(ds.cap)
+	if i+1 < len(d.segs) {
+		segEnd = min(segEnd, d.segs[i+1].base)
+	}
+	n := min(uint64(to), segEnd) - uint64(from)
+	f, err := e.store.pin(s.id, ds, false)
+	if err != nil {
+		return segment.View{}, err
+	}
+	defer f.Release()
+	v, ok := f.View(int64(uint64(from)-ds.base), int64(n))
+	if !ok {
+		return segment.View{}, ErrCorrupt
+	}
+	return v, nil
+}
+
+// Wait blocks until the stream has data past off, is closed, or is deleted
+// (ErrNotFound/ErrGone), or ctx ends (ctx.Err()). A fork's waiters wake only
+// for the fork's own appends.
+func (e *Engine) Wait(ctx context.Context, path string, off Offset) error {
+	s, err := e.lookup(path)
+	if err != nil {
+		return err
+	}
+	for {
+		ch := s.waitChan()
+		if e.closed.Load() {
+			return ErrEngineClosed
+		}
+		switch s.stateNow() {
+		case stSoftDeleted:
+			return ErrGone
+		case stDeleted:
+			return ErrNotFound
+		}
+		tail, closed := s.published()
+		if tail > off || closed {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}

@@ -1,0 +1,194 @@
+package engine
+
+import (
+	"encoding/binary"
+	"errors"
+)
+
+// Commit-log payloads. Each is one segment record; the first byte is its
+// kind. Records name streams by id and carry the offset they apply at, so
+// replaying a record that the checkpoint already reflects is a no-op.
+const (
+	recRollover byte = 1 // last record of a full segment: continue in the next
+	recCreate   byte = 2
+	recAppend   byte = 3
+	recDelete   byte = 4
+)
+
+// Flags of create and append records.
+const (
+	fClosed   = 1 << 0 // create closed / close after append
+	fTTL      = 1 << 1
+	fExpires  = 1 << 2
+	fFork     = 1 << 3
+	fProducer = 1 << 4
+	fSeq      = 1 << 5
+	fForkOff  = 1 << 6 // the create request named an explicit fork offset
+)
+
+var errShortRecord = errors.New("short commit-log record")
+
+// createRec is a stream creation, with the initial data as the record tail.
+type createRec struct {
+	id          uint64
+	flags       byte
+	path        string
+	contentType string
+	ttl         uint64 // seconds
+	expiresAt   int64  // unix nanoseconds
+	createdAt   int64
+	forkSrc     uint64 // id of the source stream
+	forkOffset  uint64 // resolved divergence point
+	reqOffset   uint64 // Stream-Fork-Offset as requested
+	reqSub      uint64 // Stream-Fork-Sub-Offset as requested
+}
+
+func (r *createRec) encode(b []byte) []byte {
+	b = append(b, recCreate)
+	b = binary.LittleEndian.AppendUint64(b, r.id)
+	b = append(b, r.flags)
+	b = appendString(b, r.path)
+	b = appendString(b, r.contentType)
+	b = binary.AppendUvarint(b, r.ttl)
+	b = binary.AppendVarint(b, r.expiresAt)
+	b = binary.AppendVarint(b, r.createdAt)
+	b = binary.AppendUvarint(b, r.forkSrc)
+	b = binary.AppendUvarint(b, r.forkOffset)
+	b = binary.AppendUvarint(b, r.reqOffset)
+	b = binary.AppendUvarint(b, r.reqSub)
+	return b
+}
+
+// appendRec is an append and/or close, with the data as the record tail.
+type appendRec struct {
+	id       uint64
+	offset   uint64
+	flags    byte
+	producer string
+	epoch    uint64
+	seq      uint64
+	mseq     string // Stream-Seq
+}
+
+func (r *appendRec) encode(b []byte) []byte {
+	b = append(b, recAppend)
+	b = binary.LittleEndian.AppendUint64(b, r.id)
+	b = binary.AppendUvarint(b, r.offset)
+	b = append(b, r.flags)
+	if r.flags&fProducer != 0 {
+		b = appendString(b, r.producer)
+		b = binary.AppendUvarint(b, r.epoch)
+		b = binary.AppendUvarint(b, r.seq)
+	}
+	if r.flags&fSeq != 0 {
+		b = appendString(b, r.mseq)
+	}
+	return b
+}
+
+func encodeDelete(b []byte, id uint64) []byte {
+	b = append(b, recDelete)
+	return binary.LittleEndian.AppendUint64(b, id)
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// decoder reads fields in order and remembers the first error.
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) byte1() byte {
+	if d.err != nil || len(d.b) < 1 {
+		d.err = errShortRecord
+		return 0
+	}
+	v := d.b[0]
+	d.b = d.b[1:]
+	return v
+}
+
+func (d *decoder) u64() uint64 {
+	if d.err != nil || len(d.b) < 8 {
+		d.err = errShortRecord
+		return 0
+	}
+	v := binary.LittleEndian.Uint64(d.b)
+	d.b = d.b[8:]
+	return v
+}
+
+func (d *decoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.err = errShortRecord
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) varint() int64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Varint(d.b)
+	if n <= 0 {
+		d.err = errShortRecord
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) str() string {
+	n := d.uvarint()
+	if d.err != nil || uint64(len(d.b)) < n {
+		d.err = errShortRecord
+		return ""
+	}
+	s := string(d.b[:n])
+	d.b = d.b[n:]
+	return s
+}
+
+func decodeCreate(p []byte) (createRec, []byte, error) {
+	d := decoder{b: p}
+	var r createRec
+	r.id = d.u64()
+	r.flags = d.byte1()
+	r.path = d.str()
+	r.contentType = d.str()
+	r.ttl = d.uvarint()
+	r.expiresAt = d.varint()
+	r.createdAt = d.varint()
+	r.forkSrc = d.uvarint()
+	r.forkOffset = d.uvarint()
+	r.reqOffset = d.uvarint()
+	r.reqSub = d.uvarint()
+	return r, d.b, d.err
+}
+
+func decodeAppend(p []byte) (appendRec, []byte, error) {
+	d := decoder{b: p}
+	var r appendRec
+	r.id = d.u64()
+	r.offset = d.uvarint()
+	r.flags = d.byte1()
+	if r.flags&fProducer != 0 {
+		r.producer = d.str()
+		r.epoch = d.uvarint()
+		r.seq = d.uvarint()
+	}
+	if r.flags&fSeq != 0 {
+		r.mseq = d.str()
+	}
+	return r, d.b, d.err
+}

@@ -1,0 +1,230 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// recover loads the last checkpoint, replays the commit log after it
+// (stopping at the first damaged record), publishes the result and starts
+// the commit log. Startup time grows with the log tail, not the data.
+func (e *Engine) recover() error {
+	walDir := filepath.Join(e.dir, "wal")
+	byID := make(map[uint64]*stream)
+	start, err := e.loadCheckpoint(byID)
+	if err != nil {
+		return err
+	}
+	bases, err := listWAL(walDir)
+	if err != nil {
+		return err
+	}
+	var segs []*walSeg
+	pos := start
+	if len(bases) == 0 {
+		s, err := createWALSeg(walDir, start, e.opts.WALSegmentSize)
+		if err != nil {
+			return fmt.Errorf("engine: create commit log: %w", err)
+		}
+		segs = []*walSeg{s}
+	} else {
+		replayed := 0
+		segs, pos, err = scanWAL(walDir, bases, start, func(lsn uint64, p []byte) error {
+			replayed++
+			return e.replay(byID, p)
+		})
+		if err != nil {
+			return fmt.Errorf("engine: replay commit log: %w", err)
+		}
+		e.log.Info("replayed commit log", "records", replayed, "from", start, "to", pos)
+	}
+	now := e.clock()
+	for _, s := range byID {
+		if s.state == stSoftDeleted && s.forks == 0 {
+			continue // its last fork went away: removed below
+		}
+		if s.meta.hasTTL && s.lastAccess.Load() == 0 {
+			s.lastAccess.Store(now.UnixNano())
+		}
+		s.vis.Store(uint64(s.tail))
+		s.visClosed.Store(s.closed)
+		s.ready.Store(true)
+		e.streams.Store(s.path, s)
+		e.nextID.Store(max(e.nextID.Load(), s.id))
+		e.nStreams.Add(1)
+	}
+	for _, s := range byID {
+		if s.state == stSoftDeleted && s.forks == 0 {
+			s.state = stDeleted
+			e.remove(s) // also drops its count and cascades
+			e.nStreams.Add(1)
+		}
+	}
+	e.removeOrphans(byID)
+	e.wal = startWAL(walDir, e.opts.WALSegmentSize, segs, pos)
+	return nil
+}
+
+// replay applies one commit-log record. Records the checkpoint already
+// reflects are recognized by stream id and offset and skipped.
+func (e *Engine) replay(byID map[uint64]*stream, p []byte) error {
+	if len(p) == 0 {
+		return fmt.Errorf("%w: empty record", ErrCorrupt)
+	}
+	switch p[0] {
+	case recCreate:
+		r, data, err := decodeCreate(p[1:])
+		if err != nil {
+			return fmt.Errorf("%w: create record: %w", ErrCorrupt, err)
+		}
+		if byID[r.id] != nil {
+			return nil
+		}
+		m := &streamMeta{contentType: r.contentType, json: isJSON(r.contentType), ttl: r.ttl,
+			hasTTL: r.flags&fTTL != 0, createdAt: fromNanos(r.createdAt), reqSub: r.reqSub,
+			forkOffset: Offset(r.forkOffset)}
+		if r.flags&fExpires != 0 {
+			m.expiresAt = fromNanos(r.expiresAt)
+		}
+		if r.flags&fFork != 0 {
+			src := byID[r.forkSrc]
+			if src == nil {
+				return fmt.Errorf("%w: fork %q of missing stream %d", ErrCorrupt, r.path, r.forkSrc)
+			}
+			m.source = src
+			src.forks++
+			if r.flags&fForkOff != 0 {
+				off := Offset(r.reqOffset)
+				m.reqOffset = &off
+			}
+		}
+		s := &stream{id: r.id, path: r.path, meta: m, tail: m.forkOffset, closed: r.flags&fClosed != 0}
+		s.lastAccess.Store(r.createdAt)
+		if err := e.writeData(s, s.tail, data); err != nil {
+			return err
+		}
+		s.tail += Offset(len(data))
+		byID[r.id] = s
+	case recAppend:
+		r, data, err := decodeAppend(p[1:])
+		if err != nil {
+			return fmt.Errorf("%w: append record: %w", ErrCorrupt, err)
+		}
+		s := byID[r.id]
+		if s == nil || r.offset+uint64(len(data)) <= uint64(s.tail) && (len(data) > 0 || s.closed) {
+			return nil // deleted later, or already in the checkpoint
+		}
+		if r.offset != uint64(s.tail) {
+			return fmt.Errorf("%w: stream %q: record at offset %d, tail is %d", ErrCorrupt, s.path, r.offset, s.tail)
+		}
+		if err := e.writeData(s, s.tail, data); err != nil {
+			return err
+		}
+		s.tail += Offset(len(data))
+		if r.flags&fSeq != 0 {
+			s.mseq = r.mseq
+		}
+		if r.flags&fProducer != 0 {
+			s.setProducer(r.producer, r.epoch, r.seq, 0)
+		}
+		if r.flags&fClosed != 0 {
+			s.closed = true
+			if r.flags&fProducer != 0 {
+				s.closedBy = &producerTuple{id: r.producer, epoch: r.epoch, seq: r.seq}
+			}
+		}
+	case recDelete:
+		if len(p) < 9 {
+			return fmt.Errorf("%w: delete record", ErrCorrupt)
+		}
+		s := byID[leUint64(p[1:])]
+		if s == nil || s.state != stLive {
+			return nil
+		}
+		if s.forks > 0 {
+			s.state = stSoftDeleted
+			return nil
+		}
+		// Remove it and release sources whose last fork this was.
+		for s != nil {
+			delete(byID, s.id)
+			if s.data != nil {
+				e.store.drop(s.data.segs)
+			}
+			e.store.removeFiles(s.id)
+			src := s.meta.source
+			if src == nil {
+				break
+			}
+			src.forks--
+			if src.forks > 0 || src.state != stSoftDeleted {
+				break
+			}
+			s = src
+		}
+	default:
+		return fmt.Errorf("%w: record kind %d", ErrCorrupt, p[0])
+	}
+	return nil
+}
+
+func leUint64(b []byte) uint64 {
+	return uint64(b[0]) | uint64(b[1])<<8 | uint64(b[2])<<16 | uint64(b[3])<<24 |
+		uint64(b[4])<<32 | uint64(b[5])<<40 | uint64(b[6])<<48 | uint64(b[7])<<56
+}
+
+// removeOrphans deletes stream directories that belong to no stream: left
+// by a crash between a delete's commit and its file removal, or by a create
+// that never committed.
+func (e *Engine) removeOrphans(byID map[uint64]*stream) {
+	fans, err := os.ReadDir(e.store.root)
+	if err != nil {
+		return
+	}
+	for _, fan := range fans {
+		dir := filepath.Join(e.store.root, fan.Name())
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			continue
+		}
+		for _, ent := range ents {
+			id, err := strconv.ParseUint(ent.Name(), 16, 64)
+			if err != nil {
+				continue
+			}
+			if s := byID[id]; s == nil || s.state == stDeleted {
+				if err := os.RemoveAll(filepath.Join(dir, ent.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+					e.log.Warn("remove orphan stream files", "dir", ent.Name(), "err", err)
+				}
+			}
+		}
+	}
+}
+
+// checkpointLoop checkpoints every CheckpointInterval, or sooner once
+// CheckpointBytes of commit log have accumulated.
+func (e *Engine) checkpointLoop() {
+	defer e.bg.Done()
+	tick := time.NewTicker(min(e.opts.CheckpointInterval, time.Second))
+	defer tick.Stop()
+	last := time.Now()
+	for {
+		select {
+		case <-e.stop:
+			return
+		case <-tick.C:
+		}
+		grown := int64(e.wal.written.Load() - e.ckptLSN.Load())
+		if grown == 0 || (grown < e.opts.CheckpointBytes && time.Since(last) < e.opts.CheckpointInterval) {
+			continue
+		}
+		if err := e.checkpoint(); err != nil {
+			e.log.Error("checkpoint failed", "err", err)
+		}
+		last = time.Now()
+	}
+}

@@ -1,0 +1,301 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+
+	"github.com/durastream/durastream/index"
+	"github.com/durastream/durastream/segment"
+)
+
+// A stream's own bytes live in segments: files under
+// streams/<id&0xff>/<id>/<base offset>.seg whose capacity starts small and
+// doubles up to MaxSegmentSize, so an idle small stream costs one small file
+// and a large one a few big ones. An append never spans segments: when it
+// does not fit, a new segment starts at the stream's tail. The bytes are
+// exactly what readers receive, so a catch-up read is a view of a mapping.
+//
+// Segments are mapped lazily and unmapped by a CLOCK (second-chance LRU)
+// bound on the number of mappings; a View pins its mapping until released.
+
+type dataSeg struct {
+	base uint64
+	cap  int64
+	ord  uint32
+	file atomic.Pointer[segment.File] // nil while unmapped
+	used atomic.Bool                  // CLOCK reference bit
+	slot int                          // position in the clock ring (under storage.mu), -1 if none
+}
+
+type storage struct {
+	root   string // <dir>/streams; "" in memory mode
+	minSeg int64
+	maxSeg int64
+
+	mu   sync.Mutex // guards ring, hand and opening files
+	max  int
+	ring []*dataSeg
+	hand int
+}
+
+func (st *storage) memory() bool { return st.root == "" }
+
+func (st *storage) streamDir(id uint64) string {
+	return filepath.Join(st.root, fmt.Sprintf("%02x", id&0xff), fmt.Sprintf("%016x", id))
+}
+
+func (st *storage) segPath(id uint64, base uint64) string {
+	return filepath.Join(st.streamDir(id), fmt.Sprintf("%020d.seg", base))
+}
+
+func (st *storage) indexPath(id uint64) string {
+	return filepath.Join(st.streamDir(id), "index")
+}
+
+// nextCap is the capacity of a new segment after prev for an append of need bytes.
+func (st *storage) nextCap(prev *dataSeg, need int64) int64 {
+	c := st.minSeg
+	if prev != nil {
+		c = min(prev.cap*2, st.maxSeg)
+	}
+	if c < need {
+		c = (need + 4095) &^ 4095
+	}
+	return c
+}
+
+// pin returns ds's file with a reference held; the caller must Release it.
+// With create, a missing file is created (the append path); otherwise a
+// missing file is corruption.
+func (st *storage) pin(id uint64, ds *dataSeg, create bool) (*segment.File, error) {
+	if f := ds.file.Load(); f != nil && f.Acquire() {
+		ds.used.Store(true)
+		return f, nil
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if f := ds.file.Load(); f != nil && f.Acquire() {
+		ds.used.Store(true)
+		return f, nil
+	}
+	var f *segment.File
+	var err error
+	if st.memory() {
+		f = segment.NewHeap(ds.cap)
+	} else {
+		path := st.segPath(id, ds.base)
+		if create {
+			if err = os.MkdirAll(filepath.Dir(path), 0o755); err == nil {
+				f, err = segment.Create(path, ds.cap)
+			}
+		} else if f, err = segment.Open(path); err == nil && f.Cap() < ds.cap {
+			f.Close()
+			err = fmt.Errorf("%w: segment %s is %d bytes, want %d", ErrCorrupt, path, f.Cap(), ds.cap)
+		}
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				err = fmt.Errorf("%w: %w", ErrCorrupt, err)
+			}
+			return nil, classifyIOErr(err)
+		}
+	}
+	f.Acquire()
+	ds.file.Store(f)
+	ds.used.Store(true)
+	if !st.memory() {
+		st.insertLocked(ds)
+	}
+	return f, nil
+}
+
+// insertLocked puts ds in the clock ring, unmapping a victim if full.
+func (st *storage) insertLocked(ds *dataSeg) {
+	if len(st.ring) < st.max {
+		ds.slot = len(st.ring)
+		st.ring = append(st.ring, ds)
+		return
+	}
+	for range 2 * len(st.ring) {
+		i := st.hand
+		st.hand = (st.hand + 1) % len(st.ring)
+		c := st.ring[i]
+		if c == nil {
+			ds.slot, st.ring[i] = i, ds
+			return
+		}
+		if c.used.Swap(false) {
+			continue
+		}
+		f := c.file.Load()
+		if f != nil && f.Pinned() {
+			continue
+		}
+		if f != nil && c.file.CompareAndSwap(f, nil) {
+			f.Close()
+		}
+		c.slot = -1
+		ds.slot, st.ring[i] = i, ds
+		return
+	}
+	// Everything is pinned: exceed the bound rather than block.
+	ds.slot = len(st.ring)
+	st.ring = append(st.ring, ds)
+}
+
+// drop unmaps a stream's segments (on delete); open views stay valid.
+func (st *storage) drop(segs []*dataSeg) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for _, ds := range segs {
+		if f := ds.file.Swap(nil); f != nil {
+			f.Close()
+		}
+		if ds.slot >= 0 && ds.slot < len(st.ring) && st.ring[ds.slot] == ds {
+			st.ring[ds.slot] = nil
+		}
+		ds.slot = -1
+	}
+}
+
+// removeFiles deletes a stream's directory.
+func (st *storage) removeFiles(id uint64) error {
+	if st.memory() {
+		return nil
+	}
+	return os.RemoveAll(st.streamDir(id))
+}
+
+// writeData stores an append's bytes at off in s's segments and indexes the
+// boundary at its end. Called with s.mu held.
+func (e *Engine) writeData(s *stream, off Offset, data []byte) error {
+	if len(data) == 0 {
+		return nil
+	}
+	if s.data == nil {
+		s.data = &streamData{idx: index.New(e.opts.IndexEvery)}
+	}
+	d := s.data
+	if err := e.ensureIndex(s); err != nil {
+		return err
+	}
+	end := uint64(off) + uint64(len(data))
+	ds := d.lastSeg()
+	create := false
+	if ds == nil || uint64(off) < ds.base || end > ds.base+uint64(ds.cap) {
+		ds = &dataSeg{base: uint64(off), cap: e.store.nextCap(ds, int64(len(data))), ord: uint32(len(d.segs)), slot: -1}
+		d.segs = append(d.segs, ds)
+		d.idx.Add(index.Entry{Off: uint64(off), Seg: ds.ord, Pos: 0})
+		create = true
+	}
+	f, err := e.store.pin(s.id, ds, create)
+	if err != nil {
+		return err
+	}
+	err = f.WriteAt(data, int64(uint64(off)-ds.base))
+	f.Release()
+	if err != nil {
+		return err
+	}
+	d.idx.Add(index.Entry{Off: end, Seg: ds.ord, Pos: uint32(end - ds.base)})
+	return nil
+}
+
+// segUsed returns how many bytes of segment i hold data, given the tail.
+func (d *streamData) segUsed(i int, tail uint64) uint64 {
+	ds := d.segs[i]
+	end := min(ds.base+uint64(ds.cap), tail)
+	if i+1 < len(d.segs) {
+		end = min(end, d.segs[i+1].base)
+	}
+	if end < ds.base {
+		return 0
+	}
+	return end - ds.base
+}
+
+// ensureIndex loads the stream's sparse index on first use: from its file
+// when that is valid, else rebuilt from the data. Called with s.mu held.
+func (e *Engine) ensureIndex(s *stream) error {
+	d := s.data
+	if d == nil || d.idx != nil {
+		return nil
+	}
+	every := e.opts.IndexEvery
+	tail := uint64(s.tail)
+	if !e.store.memory() {
+		valid := func(en index.Entry) bool {
+			return int(en.Seg) < len(d.segs) && en.Off == d.segs[en.Seg].base+uint64(en.Pos) &&
+				en.Off <= tail && int64(en.Pos) <= d.segs[en.Seg].cap
+		}
+		x, _, err := index.Load(e.store.indexPath(s.id), every, valid)
+		if err == nil && coversSegmentStarts(x, d.segs) {
+			for _, ds := range d.segs {
+				x.Add(index.Entry{Off: ds.base, Seg: ds.ord})
+			}
+			d.idx = x
+			return nil
+		}
+	}
+	// Rebuild: segment starts, plus JSON message boundaries when a segment
+	// is big enough to need them.
+	var segs []index.Segment
+	var views []func()
+	defer func() {
+		for _, r := range views {
+			r()
+		}
+	}()
+	for i, ds := range d.segs {
+		used := d.segUsed(i, tail)
+		seg := index.Segment{Base: ds.base}
+		if s.meta.json && used >= every {
+			f, err := e.store.pin(s.id, ds, false)
+			if err != nil {
+				return err
+			}
+			views = append(views, f.Release)
+			seg.Data = f.Bytes(0, int64(used))
+		}
+		segs = append(segs, seg)
+	}
+	var split func([]byte, int) int
+	if s.meta.json {
+		split = func(b []byte, start int) int {
+			n := JSONMessageEnd(b[start:])
+			if n < 0 {
+				return -1
+			}
+			return start + n
+		}
+	}
+	d.idx = index.Rebuild(every, segs, split)
+	if tail > 0 && len(d.segs) > 0 {
+		last := len(d.segs) - 1
+		d.idx.Add(index.Entry{Off: tail, Seg: uint32(last), Pos: uint32(tail - d.segs[last].base)})
+	}
+	return nil
+}
+
+// coversSegmentStarts reports whether every segment that starts at or below
+// the index's last entry has its start entry.
+func coversSegmentStarts(x *index.Index, segs []*dataSeg) bool {
+	last, ok := x.Last()
+	if !ok {
+		return false
+	}
+	for _, ds := range segs {
+		if ds.base > last.Off {
+			break
+		}
+		en, ok := x.Floor(ds.base)
+		if !ok || en.Off != ds.base || en.Seg != ds.ord {
+			return false
+		}
+	}
+	return true
+}

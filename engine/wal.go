@@ -1,0 +1,429 @@
+package engine
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/durastream/durastream/segment"
+)
+
+// The commit log (WAL) is shared by all streams. Its positions are LSNs: a
+// segment whose base LSN is b covers [b, b+cap), and the next segment's base
+// is b+cap. Segment files are named by their base LSN.
+//
+// Writers copy their record into the active segment's mapping under mu, in
+// LSN order, and then wait in waitDurable. One committer goroutine syncs
+// everything written so far and advances synced, releasing every waiter at or
+// below it: the batch is whatever arrived during the previous sync, with no
+// timer on the hot path.
+//
+// Every segment keeps rolloverSize bytes free at its end for a rollover
+// record, so recovery can tell "this segment is full, continue in the next"
+// from "the log ends here" (after which anything in later files was never
+// acknowledged and is discarded).
+
+const walSuffix = ".wal"
+
+var rolloverSize = segment.RecordSize(1)
+
+type walSeg struct {
+	base uint64
+	f    *segment.File
+	path string
+}
+
+func (s *walSeg) end() uint64 { return s.base + uint64(s.f.Cap()) }
+
+type wal struct {
+	dir     string
+	segSize int64
+
+	mu   sync.Mutex
+	segs []*walSeg // oldest first; the last is active
+	pos  int64     // write position in the active segment
+
+	written  atomic.Uint64 // LSN past the last fully written record
+	synced   atomic.Uint64 // LSN up to which everything is durable
+	syncedCh atomic.Pointer[chan struct{}]
+	failure  atomic.Pointer[error] // sticky: set once, never cleared
+
+	kick    chan struct{}
+	stop    chan struct{}
+	done    chan struct{}
+	spare   chan *walSeg // prepared next segment
+	prepare chan uint64  // base LSN the preparer should make next
+
+	// Counters for metrics and benchmarks.
+	fsyncs  atomic.Uint64
+	records atomic.Uint64
+}
+
+func walName(base uint64) string { return fmt.Sprintf("%020d%s", base, walSuffix) }
+
+// listWAL returns the base LSNs of the WAL files in dir, ascending.
+func listWAL(dir string) ([]uint64, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var bases []uint64
+	for _, e := range ents {
+		name := e.Name()
+		if !strings.HasSuffix(name, walSuffix) {
+			continue
+		}
+		b, err := strconv.ParseUint(strings.TrimSuffix(name, walSuffix), 10, 64)
+		if err != nil {
+			continue
+		}
+		bases = append(bases, b)
+	}
+	sort.Slice(bases, func(i, j int) bool { return bases[i] < bases[j] })
+	return bases, nil
+}
+
+// startWAL begins writing at LSN pos of the given segments (the last is
+// active) and starts the committer and the segment preparer.
+func startWAL(dir string, segSize int64, segs []*walSeg, pos uint64) *wal {
+	w := &wal{
+		dir:     dir,
+		segSize: segSize,
+		segs:    segs,
+		kick:    make(chan struct{}, 1),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+		spare:   make(chan *walSeg, 1),
+		prepare: make(chan uint64, 1),
+	}
+	active := segs[len(segs)-1]
+	w.pos = int64(pos - active.base)
+	w.written.Store(pos)
+	w.synced.Store(pos)
+	ch := make(chan struct{})
+	w.syncedCh.Store(&ch)
+	go w.commitLoop()
+	go w.prepareLoop()
+	w.prepare <- active.end()
+	return w
+}
+
+func (w *wal) err() error {
+	if p := w.failure.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// fail records the first storage failure; the log accepts nothing after it.
+func (w *wal) fail(err error) {
+	err = fmt.Errorf("%w: %w", ErrFailed, err)
+	w.failure.CompareAndSwap(nil, &err)
+}
+
+// write appends one record (payload a then b) and returns the LSN just past
+// it. The caller must then waitDurable(lsn) before acknowledging.
+func (w *wal) write(a, b []byte) (uint64, error) {
+	need := segment.RecordSize(len(a) + len(b))
+	w.mu.Lock()
+	if err := w.err(); err != nil {
+		w.mu.Unlock()
+		return 0, err
+	}
+	active := w.segs[len(w.segs)-1]
+	if w.pos+need+rolloverSize > active.f.Cap() {
+		var err error
+		if active, err = w.roll(need); err != nil {
+			w.mu.Unlock()
+			return 0, err
+		}
+	}
+	end, err := active.f.WriteRecord(w.pos, a, b)
+	if err != nil {
+		w.mu.Unlock()
+		return 0, err
+	}
+	w.pos = end
+	lsn := active.base + uint64(end)
+	w.written.Store(lsn)
+	w.mu.Unlock()
+	w.records.Add(1)
+	select {
+	case w.kick <- struct{}{}:
+	default:
+	}
+	return lsn, nil
+}
+
+// roll closes the active segment with a rollover record and activates the
+// next one, sized for a record of need bytes. Called with mu held.
+func (w *wal) roll(need int64) (*walSeg, error) {
+	old := w.segs[len(w.segs)-1]
+	base := old.end()
+	size := max(w.segSize, need+rolloverSize)
+	var next *walSeg
+	select {
+	case next = <-w.spare:
+	default:
+	}
+	if next != nil && (next.base != base || next.f.Cap() < size) {
+		next.f.Close()
+		os.Remove(next.path)
+		next = nil
+	}
+	if next == nil {
+		var err error
+		if next, err = createWALSeg(w.dir, base, size); err != nil {
+			if errors.Is(err, errNoSpace) {
+				return nil, fmt.Errorf("%w: %w", ErrNoSpace, err)
+			}
+			return nil, err
+		}
+	}
+	if _, err := old.f.WriteRecord(w.pos, []byte{recRollover}, nil); err != nil {
+		return nil, err
+	}
+	w.segs = append(w.segs, next)
+	w.pos = 0
+	select {
+	case w.prepare <- next.end():
+	default:
+	}
+	return next, nil
+}
+
+// createWALSeg preallocates a segment and makes its existence durable, so a
+// record synced into it cannot be lost with the directory entry.
+func createWALSeg(dir string, base uint64, size int64) (*walSeg, error) {
+	path := filepath.Join(dir, walName(base))
+	f, err := segment.Create(path, size)
+	if err != nil {
+		return nil, classifyIOErr(err)
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if err := syncDir(dir); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &walSeg{base: base, f: f, path: path}, nil
+}
+
+// prepareLoop keeps the next segment ready off the hot path.
+func (w *wal) prepareLoop() {
+	for {
+		select {
+		case <-w.stop:
+			return
+		case base := <-w.prepare:
+			s, err := createWALSeg(w.dir, base, w.segSize)
+			if err != nil {
+				continue // the writer creates it synchronously at rollover
+			}
+			select {
+			case old := <-w.spare: // stale; replace it
+				old.f.Close()
+				if old.base != base {
+					os.Remove(old.path)
+				}
+			default:
+			}
+			w.spare <- s
+		}
+	}
+}
+
+// commitLoop is the group committer.
+func (w *wal) commitLoop() {
+	defer close(w.done)
+	for {
+		select {
+		case <-w.kick:
+		case <-w.stop:
+			w.syncOnce()
+			return
+		}
+		for w.synced.Load() < w.written.Load() && w.err() == nil {
+			w.syncOnce()
+		}
+	}
+}
+
+// syncOnce makes everything written so far durable and releases its waiters.
+func (w *wal) syncOnce() {
+	from, target := w.synced.Load(), w.written.Load()
+	if target <= from || w.err() != nil {
+		return
+	}
+	w.mu.Lock()
+	var todo []*walSeg
+	for _, s := range w.segs {
+		if s.end() > from && s.base < target {
+			todo = append(todo, s)
+		}
+	}
+	w.mu.Unlock()
+	for _, s := range todo {
+		lo := max(from, s.base) - s.base
+		hi := min(target, s.end()) - s.base
+		if err := s.f.SyncRange(int64(lo), int64(hi-lo)); err != nil {
+			// Never retry a failed fsync: the kernel may have dropped the
+			// dirty pages, so a later success would prove nothing.
+			w.fail(fmt.Errorf("sync commit log: %w", err))
+			w.broadcast()
+			return
+		}
+	}
+	w.fsyncs.Add(1)
+	w.synced.Store(target)
+	w.broadcast()
+}
+
+func (w *wal) broadcast() {
+	ch := make(chan struct{})
+	old := w.syncedCh.Swap(&ch)
+	close(*old)
+}
+
+// waitDurable blocks until LSN lsn is durable or the log has failed.
+func (w *wal) waitDurable(lsn uint64) error {
+	for {
+		ch := w.syncedCh.Load()
+		if w.synced.Load() >= lsn {
+			return nil
+		}
+		if err := w.err(); err != nil {
+			return err
+		}
+		<-*ch
+	}
+}
+
+// dropBefore removes segments that end at or before lsn (a checkpoint covers
+// them). The active segment always stays.
+func (w *wal) dropBefore(lsn uint64) {
+	w.mu.Lock()
+	var gone []*walSeg
+	for len(w.segs) > 1 && w.segs[0].end() <= lsn {
+		gone = append(gone, w.segs[0])
+		w.segs = w.segs[1:]
+	}
+	w.mu.Unlock()
+	for _, s := range gone {
+		s.f.Close()
+		os.Remove(s.path)
+	}
+}
+
+// close syncs what was written, stops the goroutines and unmaps the segments.
+func (w *wal) close() error {
+	close(w.stop)
+	<-w.done
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, s := range w.segs {
+		s.f.Close()
+	}
+	select {
+	case s := <-w.spare:
+		s.f.Close()
+	default:
+	}
+	return w.err()
+}
+
+// scanWAL replays the records of the segments at bases (ascending), calling
+// fn for each payload, from LSN start. It stops at the end of the log: a
+// segment that ends without a rollover record, or the first damaged record.
+// It returns the segments to keep (those up to the end, still mapped, the
+// last one active) and the LSN where writing resumes. Files after the end
+// are removed; the bytes after the end in the last segment are zeroed, so a
+// stale record there can never be mistaken for a new one.
+func scanWAL(dir string, bases []uint64, start uint64, fn func(lsn uint64, p []byte) error) ([]*walSeg, uint64, error) {
+	var segs []*walSeg
+	closeAll := func() {
+		for _, s := range segs {
+			s.f.Close()
+		}
+	}
+	for i, base := range bases {
+		path := filepath.Join(dir, walName(base))
+		if len(segs) > 0 && base != segs[len(segs)-1].end() {
+			break // a gap: the earlier segment did not roll over into this one
+		}
+		f, err := segment.Open(path)
+		if err != nil {
+			closeAll()
+			return nil, 0, fmt.Errorf("open commit log %s: %w", path, err)
+		}
+		if base+uint64(f.Cap()) <= start && i+1 < len(bases) {
+			f.Close() // wholly before the checkpoint
+			os.Remove(path)
+			continue
+		}
+		s := &walSeg{base: base, f: f, path: path}
+		segs = append(segs, s)
+		buf := f.Bytes(0, f.Cap())
+		var pos int64
+		if start > base {
+			pos = int64(start - base)
+		}
+		rolled := false
+		for {
+			p, next, err := segment.ReadRecord(buf, pos)
+			if err == io.EOF || errors.Is(err, segment.ErrCorrupt) {
+				break
+			}
+			if len(p) == 1 && p[0] == recRollover {
+				rolled = true
+				break
+			}
+			if err := fn(base+uint64(next), p); err != nil {
+				closeAll()
+				return nil, 0, err
+			}
+			pos = next
+		}
+		if rolled && i+1 < len(bases) && bases[i+1] == s.end() {
+			continue
+		}
+		if rolled {
+			// The next segment was never made: start a fresh one.
+			ns, err := createWALSeg(dir, s.end(), max(f.Cap(), 1))
+			if err != nil {
+				closeAll()
+				return nil, 0, err
+			}
+			segs = append(segs, ns)
+			removeWALAfter(dir, bases[i+1:], ns.base)
+			return segs, ns.base, nil
+		}
+		// The log ends here.
+		clear(buf[pos:])
+		if err := f.SyncRange(pos, f.Cap()-pos); err != nil {
+			closeAll()
+			return nil, 0, err
+		}
+		removeWALAfter(dir, bases[i+1:], base)
+		return segs, base + uint64(pos), nil
+	}
+	closeAll()
+	return nil, 0, fmt.Errorf("%w: commit log has no segment covering LSN %d", ErrCorrupt, start)
+}
+
+func removeWALAfter(dir string, bases []uint64, keep uint64) {
+	for _, b := range bases {
+		if b != keep {
+			os.Remove(filepath.Join(dir, walName(b)))
+		}
+	}
+}

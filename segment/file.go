@@ -1,0 +1,236 @@
+// Package segment implements preallocated, memory-mapped, append-only files
+// and the length+CRC32C record framing used by the commit log.
+//
+// A File's capacity is reserved with fallocate before it is mapped: a write
+// through a mapping into a page the filesystem has not reserved raises SIGBUS
+// on a full disk, which kills the process instead of returning an error. So
+// every byte a File exposes is backed by reserved space, and a full disk
+// surfaces as an error from Create, where the caller can handle it.
+//
+// Readers take Views, which pin the mapping with a reference count: the
+// mapping is unmapped only after Close and after the last View is released.
+package segment
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync/atomic"
+	"unsafe"
+
+	"github.com/edsrzf/mmap-go"
+	"golang.org/x/sys/unix"
+)
+
+// ErrFull is returned when a write does not fit in the file's capacity.
+var ErrFull = errors.New("segment: write beyond capacity")
+
+// ErrClosed is returned when a closed File is used.
+var ErrClosed = errors.New("segment: file is closed")
+
+var pageSize = int64(os.Getpagesize())
+
+// File is a fixed-capacity byte region: a preallocated, memory-mapped file,
+// or plain memory for the engine's memory durability mode.
+//
+// Writes are not synchronized: callers serialize writers, and readers only
+// read ranges that writers have finished with (the engine publishes a
+// stream's tail only after the bytes below it are written and durable).
+type File struct {
+	buf  []byte    // the mapping (or heap memory); len == capacity
+	mm   mmap.MMap // nil for heap files
+	refs atomic.Int32
+	done atomic.Bool // Close was called
+}
+
+// Create creates path (or reuses an existing file there), reserves capacity
+// bytes with fallocate, and maps it read-write. Existing contents inside the
+// capacity are kept; the caller decides what is valid.
+func Create(path string, capacity int64) (*File, error) {
+	if capacity <= 0 {
+		return nil, fmt.Errorf("segment: create %s: capacity %d", path, capacity)
+	}
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close() // the mapping outlives the descriptor
+	if err := reserve(f, capacity); err != nil {
+		return nil, fmt.Errorf("segment: reserve %d bytes for %s: %w", capacity, path, err)
+	}
+	return mapFile(f, capacity)
+}
+
+// Open maps an existing file read-write at its current size.
+func Open(path string) (*File, error) {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if st.Size() == 0 {
+		return nil, fmt.Errorf("segment: open %s: empty file", path)
+	}
+	return mapFile(f, st.Size())
+}
+
+// reserve makes sure the file has capacity bytes of allocated blocks.
+func reserve(f *os.File, capacity int64) error {
+	err := unix.Fallocate(int(f.Fd()), 0, 0, capacity)
+	if err == nil || !(errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS)) {
+		return err
+	}
+	// Filesystems without fallocate: write the zeros ourselves so the blocks
+	// are allocated before anything is written through the mapping.
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	zeros := make([]byte, 1<<16)
+	for off := st.Size(); off < capacity; {
+		n := min(int64(len(zeros)), capacity-off)
+		if _, err := f.WriteAt(zeros[:n], off); err != nil {
+			return err
+		}
+		off += n
+	}
+	return nil
+}
+
+func mapFile(f *os.File, capacity int64) (*File, error) {
+	if capacity > int64(^uint(0)>>1) {
+		return nil, fmt.Errorf("segment: capacity %d too large to map", capacity)
+	}
+	mm, err := mmap.MapRegion(f, int(capacity), mmap.RDWR, 0, 0)
+	if err != nil {
+		return nil, fmt.Errorf("segment: map %s: %w", f.Name(), err)
+	}
+	s := &File{buf: mm, mm: mm}
+	s.refs.Store(1)
+	return s, nil
+}
+
+// NewHeap returns a File of the given capacity backed by memory. Sync is a
+// no-op. It is used by the engine's memory durability mode.
+func NewHeap(capacity int64) *File {
+	s := &File{buf: make([]byte, capacity)}
+	s.refs.Store(1)
+	return s
+}
+
+// Cap returns the capacity in bytes.
+func (s *File) Cap() int64 { return int64(len(s.buf)) }
+
+// WriteAt copies p into the file at off.
+func (s *File) WriteAt(p []byte, off int64) error {
+	if off < 0 || off+int64(len(p)) > int64(len(s.buf)) {
+		return ErrFull
+	}
+	copy(s.buf[off:], p)
+	return nil
+}
+
+// Bytes returns the file's bytes [off, off+n) without pinning them. The
+// caller must hold a reference (be the owner, or hold a View).
+func (s *File) Bytes(off, n int64) []byte { return s.buf[off : off+n : off+n] }
+
+// SyncRange makes bytes [off, off+n) durable (msync MS_SYNC on the pages
+// that cover them).
+func (s *File) SyncRange(off, n int64) error {
+	if s.mm == nil || n <= 0 {
+		return nil
+	}
+	start := off &^ (pageSize - 1)
+	end := min(off+n, int64(len(s.buf)))
+	return msync(s.buf[start:end])
+}
+
+// Sync makes the whole file durable.
+func (s *File) Sync() error {
+	if s.mm == nil {
+		return nil
+	}
+	return msync(s.buf)
+}
+
+// msync is split out so that fault injection can replace it in tests.
+var msync = func(b []byte) error {
+	if len(b) == 0 {
+		return nil
+	}
+	_, _, e := unix.Syscall(unix.SYS_MSYNC, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MS_SYNC)
+	if e != 0 {
+		return e
+	}
+	return nil
+}
+
+// Advise tells the kernel that [off, off+n) will be read sequentially soon.
+func (s *File) Advise(off, n int64) {
+	if s.mm == nil || n <= 0 {
+		return
+	}
+	start := off &^ (pageSize - 1)
+	end := min(off+n, int64(len(s.buf)))
+	_ = unix.Madvise(s.buf[start:end], unix.MADV_WILLNEED)
+}
+
+// View is a pinned, read-only range of a File. Release it when done.
+type View struct {
+	f *File
+	B []byte
+}
+
+// View pins the file and returns bytes [off, off+n). It fails after the
+// file's last reference is gone.
+func (s *File) View(off, n int64) (View, bool) {
+	if !s.Acquire() {
+		return View{}, false
+	}
+	return View{f: s, B: s.Bytes(off, n)}, true
+}
+
+// Release unpins the view. Releasing a zero View is a no-op.
+func (v View) Release() {
+	if v.f != nil {
+		v.f.Release()
+	}
+}
+
+// Acquire takes a reference that keeps the mapping alive; it fails once the
+// file is gone. Pair it with Release.
+func (s *File) Acquire() bool {
+	for {
+		n := s.refs.Load()
+		if n <= 0 {
+			return false
+		}
+		if s.refs.CompareAndSwap(n, n+1) {
+			return true
+		}
+	}
+}
+
+// Release drops a reference taken by Acquire.
+func (s *File) Release() {
+	if s.refs.Add(-1) == 0 && s.mm != nil {
+		_ = s.mm.Unmap()
+	}
+}
+
+// Pinned reports whether readers hold views of the file.
+func (s *File) Pinned() bool { return s.refs.Load() > 1 }
+
+// Close drops the owner's reference. The mapping goes away when the last
+// View is released. Close is idempotent.
+func (s *File) Close() error {
+	if s.done.Swap(true) {
+		return nil
+	}
+	s.Release()
+	return nil
+}
