@@ -45,6 +45,8 @@ type Engine struct {
 	ckptLSN  atomic.Uint64 // replay start of the last checkpoint
 	nStreams atomic.Int64
 	bufPool  sync.Pool
+
+	storedBytes atomic.Int64
 }
 
 // Open opens (creating if needed) the store in dir and recovers it: the last
@@ -154,16 +156,19 @@ type Stats struct {
 	CommitLSN      uint64 // durable commit-log position
 	Fsyncs         uint64 // commit-log syncs so far
 	CommitRecords  uint64 // records committed so far (Records/Fsyncs = mean batch)
+	SyncTime       time.Duration // total time spent syncing the commit log
+	StoredBytes    int64         // bytes of stream data stored (own data of all streams)
 	MappedSegments int
 }
 
 // Stats returns current counters.
 func (e *Engine) Stats() Stats {
-	st := Stats{Streams: e.nStreams.Load()}
+	st := Stats{Streams: e.nStreams.Load(), StoredBytes: e.storedBytes.Load()}
 	if e.wal != nil {
 		st.CommitLSN = e.wal.synced.Load()
 		st.Fsyncs = e.wal.fsyncs.Load()
 		st.CommitRecords = e.wal.records.Load()
+		st.SyncTime = time.Duration(e.wal.syncNanos.Load())
 	}
 	e.store.mu.Lock()
 	st.MappedSegments = len(e.store.ring)

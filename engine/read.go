@@ -19,6 +19,7 @@ type ReadOptions struct {
 // pin their mappings until Release; the caller must call it once the bytes
 // are written out.
 type Chunk struct {
+	StreamID    uint64 // unique per stream incarnation (for ETags)
 	Start       Offset // where the read began
 	Next        Offset // where the next read begins
 	UpToDate    bool   // Next is the stream's tail
@@ -126,7 +127,7 @@ func (e *Engine) Read(path string, from ReadFrom, o ReadOptions) (*Chunk, error)
 	if start > tail {
 		return nil, ErrOffsetPastEnd
 	}
-	c := &Chunk{Start: start, ContentType: s.meta.contentType, JSON: s.meta.json}
+	c := &Chunk{StreamID: s.id, Start: start, ContentType: s.meta.contentType, JSON: s.meta.json}
 	max := o.MaxBytes
 	if max <= 0 {
 		max = defaultReadMax

@@ -64,6 +64,12 @@ func (e *Engine) recover() error {
 			e.nStreams.Add(1)
 		}
 	}
+	var stored int64
+	e.streams.Range(func(_ string, s *stream) bool {
+		stored += int64(s.tail - s.meta.forkOffset)
+		return true
+	})
+	e.storedBytes.Store(stored)
 	e.removeOrphans(byID)
 	e.wal = startWAL(walDir, e.opts.WALSegmentSize, segs, pos)
 	return nil

@@ -202,6 +202,7 @@ func (e *Engine) writeData(s *stream, off Offset, data []byte) error {
 		return err
 	}
 	d.idx.Add(index.Entry{Off: end, Seg: ds.ord, Pos: uint32(end - ds.base)})
+	e.storedBytes.Add(int64(len(data)))
 	return nil
 }
 

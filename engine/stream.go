@@ -159,7 +159,9 @@ func isJSON(contentType string) bool {
 	return strings.EqualFold(mediaType(contentType), "application/json")
 }
 
-// mediaType returns the type/subtype part of a content type, trimmed.
+// MediaType returns the type/subtype part of a content type, trimmed.
+func MediaType(ct string) string { return mediaType(ct) }
+
 func mediaType(ct string) string {
 	if i := strings.IndexByte(ct, ';'); i >= 0 {
 		ct = ct[:i]

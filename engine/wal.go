@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/durastream/durastream/segment"
 )
@@ -63,8 +64,9 @@ type wal struct {
 	prepare chan uint64  // base LSN the preparer should make next
 
 	// Counters for metrics and benchmarks.
-	fsyncs  atomic.Uint64
-	records atomic.Uint64
+	fsyncs    atomic.Uint64
+	records   atomic.Uint64
+	syncNanos atomic.Int64
 }
 
 func walName(base uint64) string { return fmt.Sprintf("%020d%s", base, walSuffix) }
@@ -278,6 +280,8 @@ func (w *wal) syncOnce() {
 		}
 	}
 	w.mu.Unlock()
+	start := time.Now()
+	defer func() { w.syncNanos.Add(int64(time.Since(start))) }()
 	for _, s := range todo {
 		lo := max(from, s.base) - s.base
 		hi := min(target, s.end()) - s.base

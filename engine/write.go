@@ -593,6 +593,7 @@ func (e *Engine) remove(s *stream) {
 		s.mu.Lock()
 		if s.data != nil {
 			e.store.drop(s.data.segs)
+			e.storedBytes.Add(-int64(s.tail - s.meta.forkOffset))
 		}
 		s.mu.Unlock()
 		if err := e.store.removeFiles(s.id); err != nil {

@@ -1,0 +1,213 @@
+// Command durastream is the Durable Streams server.
+//
+//	durastream [serve] [flags]   run the server (the default)
+//	durastream version           print the version
+//
+// Every flag can also be set with an environment variable: DURASTREAM_ and
+// the flag name in upper case with dashes as underscores, e.g.
+// DURASTREAM_DATA_DIR=/var/lib/durastream. Flags win over the environment.
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/durastream/durastream/engine"
+	"github.com/durastream/durastream/server"
+)
+
+var version = "dev"
+
+func main() {
+	args := os.Args[1:]
+	cmd := "serve"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	var err error
+	switch cmd {
+	case "serve":
+		err = serve(args)
+	case "version":
+		fmt.Println("durastream", version)
+	case "help":
+		fmt.Println("usage: durastream [serve] [flags]  (durastream serve -h lists the flags)")
+	default:
+		err = fmt.Errorf("unknown command %q (want serve or version)", cmd)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "durastream:", err)
+		os.Exit(1)
+	}
+}
+
+// serveFlags holds the serve command's settings.
+type serveFlags struct {
+	addr, dataDir, durability, prefix, tlsCert, tlsKey, logFormat, logLevel, pprofAddr string
+	longPoll, sseMax, shutdownTimeout                                                   time.Duration
+	maxAppend, maxRead                                                                  int64
+}
+
+func parseServeFlags(args []string) (*serveFlags, error) {
+	f := &serveFlags{}
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.StringVar(&f.addr, "addr", "localhost:4437", "listen address (host:port)")
+	fs.StringVar(&f.dataDir, "data-dir", "./data", "data directory (sync durability)")
+	fs.StringVar(&f.durability, "durability", "sync", "sync (ack after fsync) or memory (nothing persists)")
+	fs.DurationVar(&f.longPoll, "long-poll-timeout", 30*time.Second, "how long a long-poll read waits for data")
+	fs.DurationVar(&f.sseMax, "sse-max-duration", 60*time.Second, "how long an SSE connection stays open")
+	fs.Int64Var(&f.maxAppend, "max-append-bytes", 64<<20, "largest append body in bytes (larger: 413)")
+	fs.Int64Var(&f.maxRead, "max-read-bytes", 1<<20, "most data bytes in one read response (readers page)")
+	fs.StringVar(&f.prefix, "stream-prefix", "/v1/stream/", "URL path prefix of streams")
+	fs.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate file (enables HTTPS and HTTP/2)")
+	fs.StringVar(&f.tlsKey, "tls-key", "", "TLS key file")
+	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fs.StringVar(&f.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (off when empty)")
+	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long graceful shutdown waits for requests")
+	// The environment supplies defaults; explicit flags override them.
+	var envErr error
+	fs.VisitAll(func(fl *flag.Flag) {
+		key := "DURASTREAM_" + strings.ToUpper(strings.ReplaceAll(fl.Name, "-", "_"))
+		if v, ok := os.LookupEnv(key); ok {
+			if err := fl.Value.Set(v); err != nil && envErr == nil {
+				envErr = fmt.Errorf("%s=%q: %w", key, v, err)
+			}
+		}
+	})
+	if envErr != nil {
+		return nil, envErr
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	if (f.tlsCert == "") != (f.tlsKey == "") {
+		return nil, errors.New("--tls-cert and --tls-key go together")
+	}
+	return f, nil
+}
+
+func newLogger(format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("log level %q: %w", level, err)
+	}
+	o := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, o)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, o)), nil
+	}
+	return nil, fmt.Errorf("log format %q: want text or json", format)
+}
+
+func serve(args []string) error {
+	f, err := parseServeFlags(args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	log, err := newLogger(f.logFormat, f.logLevel)
+	if err != nil {
+		return err
+	}
+	eng, err := engine.Open(f.dataDir, &engine.Options{Durability: engine.Durability(f.durability), Logger: log})
+	if err != nil {
+		return err
+	}
+	srv, err := server.New(eng, server.Config{
+		Prefix:          f.prefix,
+		LongPollTimeout: f.longPoll,
+		SSEMaxDuration:  f.sseMax,
+		MaxAppendBytes:  f.maxAppend,
+		MaxReadBytes:    f.maxRead,
+		Logger:          log,
+	})
+	if err != nil {
+		eng.Close()
+		return err
+	}
+	hs := &http.Server{
+		Handler:           srv,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       120 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	ln, err := net.Listen("tcp", f.addr)
+	if err != nil {
+		eng.Close()
+		return err
+	}
+	if f.pprofAddr != "" {
+		go servePprof(f.pprofAddr, log)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		if f.tlsCert != "" {
+			hs.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}
+			errc <- hs.ServeTLS(ln, f.tlsCert, f.tlsKey)
+			return
+		}
+		errc <- hs.Serve(ln)
+	}()
+	log.Info("durastream serving", "addr", ln.Addr().String(), "durability", f.durability,
+		"data_dir", f.dataDir, "prefix", f.prefix, "tls", f.tlsCert != "", "version", version)
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
+	select {
+	case err = <-errc:
+		log.Error("server stopped", "err", err)
+	case s := <-sig:
+		log.Info("shutting down", "signal", s.String())
+	}
+	// Stop accepting, end live reads, let requests in flight finish, then
+	// close the engine (final checkpoint).
+	srv.Shutdown()
+	ctx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
+	defer cancel()
+	if serr := hs.Shutdown(ctx); serr != nil {
+		log.Warn("graceful shutdown incomplete", "err", serr)
+	}
+	if cerr := eng.Close(); cerr != nil {
+		log.Error("closing engine", "err", cerr)
+		return cerr
+	}
+	log.Info("stopped")
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+func servePprof(addr string, log *slog.Logger) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	log.Info("pprof serving", "addr", addr)
+	if err := http.ListenAndServe(addr, mux); err != nil {
+		log.Error("pprof server", "err", err)
+	}
+}

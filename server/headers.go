@@ -1,0 +1,126 @@
+package server
+
+import (
+	"math/rand/v2"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/durastream/durastream/engine"
+)
+
+// Protocol header names.
+const (
+	hNextOffset          = "Stream-Next-Offset"
+	hUpToDate            = "Stream-Up-To-Date"
+	hCursor              = "Stream-Cursor"
+	hStreamClosed        = "Stream-Closed"
+	hStreamSeq           = "Stream-Seq"
+	hTTL                 = "Stream-TTL"
+	hExpiresAt           = "Stream-Expires-At"
+	hForkedFrom          = "Stream-Forked-From"
+	hForkOffset          = "Stream-Fork-Offset"
+	hForkSubOffset       = "Stream-Fork-Sub-Offset"
+	hProducerID          = "Producer-Id"
+	hProducerEpoch       = "Producer-Epoch"
+	hProducerSeq         = "Producer-Seq"
+	hProducerExpectedSeq = "Producer-Expected-Seq"
+	hProducerReceivedSeq = "Producer-Received-Seq"
+	hSSEEncoding         = "Stream-Sse-Data-Encoding"
+)
+
+// maxSafeInt is 2^53-1: producer numbers must survive JavaScript.
+const maxSafeInt = 1<<53 - 1
+
+// header returns a request header's first value and whether it was sent.
+// (Go canonicalizes names, e.g. Stream-TTL to Stream-Ttl; Values does too.)
+func header(r *http.Request, name string) (string, bool) {
+	v := r.Header.Values(name)
+	if len(v) == 0 {
+		return "", false
+	}
+	return v[0], true
+}
+
+// closedHeader reports whether Stream-Closed is exactly "true"
+// (case-insensitive); any other value counts as absent.
+func closedHeader(r *http.Request) bool {
+	return strings.EqualFold(strings.TrimSpace(r.Header.Get(hStreamClosed)), "true")
+}
+
+// parseDecimal parses a non-negative decimal integer without sign, leading
+// zeros (except "0" itself), spaces, points or exponents.
+func parseDecimal(s string, max uint64) (uint64, bool) {
+	if s == "" || len(s) > 20 || (len(s) > 1 && s[0] == '0') {
+		return 0, false
+	}
+	v, err := strconv.ParseUint(s, 10, 64)
+	if err != nil || v > max {
+		return 0, false
+	}
+	return v, true
+}
+
+// parseProducer reads the three producer headers: all or none.
+func parseProducer(r *http.Request) (*engine.Producer, error) {
+	id, hasID := header(r, hProducerID)
+	ep, hasEp := header(r, hProducerEpoch)
+	sq, hasSq := header(r, hProducerSeq)
+	if !hasID && !hasEp && !hasSq {
+		return nil, nil
+	}
+	if !hasID || !hasEp || !hasSq {
+		return nil, badRequest("Producer-Id, Producer-Epoch and Producer-Seq must be sent together")
+	}
+	if id == "" {
+		return nil, badRequest("Producer-Id must not be empty")
+	}
+	epoch, ok := parseDecimal(strings.TrimSpace(ep), maxSafeInt)
+	if !ok {
+		return nil, badRequest("Producer-Epoch must be an integer in 0..2^53-1")
+	}
+	seq, ok := parseDecimal(strings.TrimSpace(sq), maxSafeInt)
+	if !ok {
+		return nil, badRequest("Producer-Seq must be an integer in 0..2^53-1")
+	}
+	return &engine.Producer{ID: id, Epoch: epoch, Seq: seq}, nil
+}
+
+// parseExpiry reads Stream-TTL and Stream-Expires-At.
+func parseExpiry(r *http.Request, o *engine.CreateOptions) error {
+	ttl, hasTTL := header(r, hTTL)
+	exp, hasExp := header(r, hExpiresAt)
+	if hasTTL && hasExp {
+		return badRequest("Stream-TTL and Stream-Expires-At are exclusive")
+	}
+	if hasTTL {
+		v, ok := parseDecimal(ttl, 1<<40)
+		if !ok {
+			return badRequest("Stream-TTL must be a non-negative integer number of seconds")
+		}
+		o.TTL, o.HasTTL = v, true
+	}
+	if hasExp {
+		t, err := time.Parse(time.RFC3339Nano, strings.TrimSpace(exp))
+		if err != nil {
+			return badRequest("Stream-Expires-At must be an RFC 3339 timestamp")
+		}
+		o.ExpiresAt = t
+	}
+	return nil
+}
+
+// cursor returns the Stream-Cursor for a live response (protocol 10.1): the
+// current interval number, or, when the client's cursor is not behind it, a
+// value past the client's by a random 1..3600 s of intervals, so cursors
+// never go backwards and cached responses age out.
+func (s *Server) cursor(r *http.Request) string {
+	now := time.Since(s.cfg.CursorEpoch)
+	cur := uint64(max(now, 0) / s.cfg.CursorInterval)
+	if c, err := strconv.ParseUint(r.URL.Query().Get("cursor"), 10, 64); err == nil && c >= cur {
+		jitter := time.Duration(1+rand.IntN(3600)) * time.Second
+		cur = c + max(1, uint64(jitter/s.cfg.CursorInterval))
+	}
+	return strconv.FormatUint(cur, 10)
+}

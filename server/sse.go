@@ -1,0 +1,134 @@
+package server
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/base64"
+	"net/http"
+	"strings"
+
+	"github.com/durastream/durastream/engine"
+)
+
+// serveSSE streams data and control events (protocol 5.8) until the stream
+// closes, SSEMaxDuration passes, the client leaves or the server shuts down.
+// Every data event is followed by a control event; binary streams are base64.
+func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request, name string, from engine.ReadFrom) {
+	c, err := s.read(name, from)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	binary := !c.JSON && !strings.HasPrefix(strings.ToLower(engine.MediaType(c.ContentType)), "text/")
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	if binary {
+		h.Set(hSSEEncoding, "base64")
+	}
+	w.WriteHeader(http.StatusOK)
+	flusher, _ := w.(http.Flusher)
+	bw := bufio.NewWriterSize(w, 32<<10)
+
+	s.readers.Add(1)
+	defer s.readers.Add(-1)
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.SSEMaxDuration)
+	defer cancel()
+	stop := context.AfterFunc(s.life, cancel)
+	defer stop()
+
+	first := true
+	for {
+		if c.Next > c.Start || first {
+			if c.Next > c.Start {
+				writeDataEvent(bw, c, binary)
+			}
+			s.writeControl(bw, r, c)
+			first = false
+		}
+		c.Release()
+		if err := bw.Flush(); err != nil {
+			return
+		}
+		if flusher != nil {
+			flusher.Flush()
+		}
+		if c.Closed {
+			return
+		}
+		next := c.Next
+		if !c.UpToDate {
+			if c, err = s.read(name, engine.At(next)); err != nil {
+				return
+			}
+			continue
+		}
+		if err := s.eng.Wait(ctx, name, next); err != nil {
+			return // timeout, client gone, shutdown, or the stream was deleted
+		}
+		if c, err = s.read(name, engine.At(next)); err != nil {
+			return
+		}
+	}
+}
+
+// writeDataEvent writes one "data" event: the chunk's wire body, split into
+// data: lines (text may hold newlines; base64 for binary streams).
+func writeDataEvent(bw *bufio.Writer, c *engine.Chunk, binary bool) {
+	bw.WriteString("event: data\n")
+	if binary {
+		raw := bytes.Join(c.Buffers(), nil)
+		enc := base64.StdEncoding.EncodeToString(raw)
+		for len(enc) > 0 {
+			n := min(len(enc), 16<<10)
+			bw.WriteString("data:")
+			bw.WriteString(enc[:n])
+			bw.WriteByte('\n')
+			enc = enc[n:]
+		}
+		bw.WriteByte('\n')
+		return
+	}
+	// SSE ends a line at \n, \r or \r\n; each line becomes one data: field
+	// and the client joins them with \n.
+	body := bytes.Join(c.Buffers(), nil)
+	for {
+		i := bytes.IndexAny(body, "\r\n")
+		bw.WriteString("data:")
+		if i < 0 {
+			bw.Write(body)
+			bw.WriteByte('\n')
+			break
+		}
+		bw.Write(body[:i])
+		bw.WriteByte('\n')
+		if body[i] == '\r' && i+1 < len(body) && body[i+1] == '\n' {
+			i++
+		}
+		body = body[i+1:]
+	}
+	bw.WriteByte('\n')
+}
+
+// writeControl writes the "control" event that follows data (or opens the
+// stream): next offset, cursor while open, up-to-date, closed.
+func (s *Server) writeControl(bw *bufio.Writer, r *http.Request, c *engine.Chunk) {
+	bw.WriteString("event: control\ndata:{\"streamNextOffset\":\"")
+	bw.WriteString(c.Next.String())
+	bw.WriteByte('"')
+	if !c.Closed {
+		bw.WriteString(",\"streamCursor\":\"")
+		bw.WriteString(s.cursor(r))
+		bw.WriteByte('"')
+	}
+	if c.UpToDate {
+		bw.WriteString(",\"upToDate\":true")
+	}
+	if c.Closed {
+		bw.WriteString(",\"streamClosed\":true")
+	}
+	bw.WriteString("}\n\n")
+}
+

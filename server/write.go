@@ -1,0 +1,161 @@
+package server
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/durastream/durastream/engine"
+)
+
+// handleCreate serves PUT: create (or confirm) a stream, possibly a fork,
+// closed, with TTL/expiry and initial data.
+func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request, name string) {
+	var o engine.CreateOptions
+	o.ContentType = r.Header.Get("Content-Type")
+	if err := parseExpiry(r, &o); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	o.Closed = closedHeader(r)
+	_, hasOff := header(r, hForkOffset)
+	_, hasSub := header(r, hForkSubOffset)
+	if from := r.Header.Get(hForkedFrom); from != "" {
+		src, err := s.sourcePath(from)
+		if err != nil {
+			s.writeError(w, r, err)
+			return
+		}
+		o.ForkFrom = src
+		if hasOff {
+			off, err := engine.ParseOffset(r.Header.Get(hForkOffset))
+			if err != nil {
+				s.writeError(w, r, badRequest("malformed Stream-Fork-Offset"))
+				return
+			}
+			o.ForkOffset = &off
+		}
+		if hasSub {
+			v, ok := parseDecimal(r.Header.Get(hForkSubOffset), 1<<62)
+			if !ok {
+				s.writeError(w, r, badRequest("Stream-Fork-Sub-Offset must be a non-negative integer"))
+				return
+			}
+			o.ForkSubOffset = v
+		}
+	} else if hasOff || hasSub {
+		s.writeError(w, r, badRequest("Stream-Fork-Offset and Stream-Fork-Sub-Offset require Stream-Forked-From"))
+		return
+	}
+	body, err := s.readBody(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	o.Data = body
+	info, created, err := s.eng.Create(r.Context(), name, o)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", info.ContentType)
+	h.Set(hNextOffset, info.Tail.String())
+	h.Set("Cache-Control", "no-store")
+	if info.Closed {
+		h.Set(hStreamClosed, "true")
+	}
+	if created {
+		h.Set("Location", requestOrigin(r)+r.URL.EscapedPath())
+		w.WriteHeader(http.StatusCreated)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+// handleAppend serves POST: append, close, or append-and-close.
+func (s *Server) handleAppend(w http.ResponseWriter, r *http.Request, name string) {
+	start := time.Now()
+	producer, err := parseProducer(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	body, err := s.readBody(r)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	ct := r.Header.Get("Content-Type")
+	if len(body) > 0 && ct == "" {
+		s.writeError(w, r, badRequest("Content-Type is required when appending data"))
+		return
+	}
+	res, err := s.eng.Append(r.Context(), name, body, engine.AppendOptions{
+		ContentType: ct,
+		Seq:         r.Header.Get(hStreamSeq),
+		Producer:    producer,
+		Close:       closedHeader(r),
+	})
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.metrics.appendLatency.observe(time.Since(start))
+	h := w.Header()
+	h.Set(hNextOffset, res.Tail.String())
+	h.Set("Cache-Control", "no-store")
+	if res.Closed {
+		h.Set(hStreamClosed, "true")
+	}
+	if producer != nil {
+		h.Set(hProducerEpoch, strconv.FormatUint(res.ProducerEpoch, 10))
+		h.Set(hProducerSeq, strconv.FormatUint(res.ProducerSeq, 10))
+		if !res.Duplicate && len(body) > 0 {
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// handleDelete serves DELETE.
+func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request, name string) {
+	if err := s.eng.Delete(r.Context(), name); err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// handleHead serves HEAD: metadata, never cached, not a TTL access.
+func (s *Server) handleHead(w http.ResponseWriter, r *http.Request, name string) {
+	info, err := s.eng.Head(name)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	h := w.Header()
+	h.Set("Content-Type", info.ContentType)
+	h.Set(hNextOffset, info.Tail.String())
+	h.Set("Cache-Control", "no-store")
+	if info.HasTTL {
+		h.Set(hTTL, strconv.FormatUint(info.TTL, 10))
+	}
+	if !info.ExpiresAt.IsZero() {
+		h.Set(hExpiresAt, info.ExpiresAt.UTC().Format(time.RFC3339Nano))
+	}
+	if info.Closed {
+		h.Set(hStreamClosed, "true")
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+// requestOrigin returns scheme://host of the request, for absolute URLs.
+func requestOrigin(r *http.Request) string {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
+}
