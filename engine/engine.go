@@ -153,9 +153,9 @@ func (e *Engine) Err() error {
 // Stats are counters for metrics.
 type Stats struct {
 	Streams        int64
-	CommitLSN      uint64 // durable commit-log position
-	Fsyncs         uint64 // commit-log syncs so far
-	CommitRecords  uint64 // records committed so far (Records/Fsyncs = mean batch)
+	CommitLSN      uint64        // durable commit-log position
+	Fsyncs         uint64        // commit-log syncs so far
+	CommitRecords  uint64        // records committed so far (Records/Fsyncs = mean batch)
 	SyncTime       time.Duration // total time spent syncing the commit log
 	StoredBytes    int64         // bytes of stream data stored (own data of all streams)
 	MappedSegments int

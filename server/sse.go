@@ -131,4 +131,3 @@ func (s *Server) writeControl(bw *bufio.Writer, r *http.Request, c *engine.Chunk
 	}
 	bw.WriteString("}\n\n")
 }
-

@@ -56,8 +56,8 @@ func main() {
 // serveFlags holds the serve command's settings.
 type serveFlags struct {
 	addr, dataDir, durability, prefix, tlsCert, tlsKey, logFormat, logLevel, pprofAddr string
-	longPoll, sseMax, shutdownTimeout                                                   time.Duration
-	maxAppend, maxRead                                                                  int64
+	longPoll, sseMax, shutdownTimeout                                                  time.Duration
+	maxAppend, maxRead                                                                 int64
 }
 
 func parseServeFlags(args []string) (*serveFlags, error) {
