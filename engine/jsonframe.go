@@ -40,6 +40,14 @@ import (
 // sonic does not look inside strings at all (it accepts raw control
 // characters, invalid escapes such as \x or \u12, and invalid UTF-8), so the
 // compacting pass validates string contents itself.
+//
+// sonic (v1.15.5) also has an out-of-bounds read: for a body shorter than 4
+// bytes that holds a truncated literal, it compares a 4-byte word that runs
+// past len(body) (in native/scanning.h advance_dword, `src->len + dec - 4` is
+// computed in size_t and wraps). "n", "nu", "t", "tr", "f", "fa", "fal" (and
+// the same with leading spaces) are then reported valid whenever the bytes
+// after the slice happen to complete the literal. Bodies that short never
+// reach sonic; see validJSON.
 
 // MaxJSONDepth is the deepest nesting of arrays and objects accepted in a
 // JSON body, counting the top-level array of a batch. It is below the limits
@@ -56,12 +64,12 @@ const MaxJSONDepth = 4000
 // Invalid JSON (including empty/whitespace-only body, trailing garbage, two top-level values) returns a *JSONError with a short human message (e.g. "unexpected end of input", "invalid character 'x' at byte 12").
 // Returns the extended dst and the number of messages appended. On error dst is returned unchanged (same length).
 //
-// See the package comment above MaxJSONDepth for the exact acceptance rules
+// See the comment at the top of this file for the exact acceptance rules
 // (strict UTF-8, no control characters in strings, nesting limit). On error,
 // bytes of dst's spare capacity beyond len(dst) may have been overwritten.
 // Apart from growing dst, FrameJSON does not allocate on success.
 func FrameJSON(dst, body []byte, allowEmpty bool) ([]byte, int, error) {
-	if !sonic.ConfigStd.Valid(body) {
+	if !validJSON(body) {
 		return dst, 0, invalidJSONError(body)
 	}
 	// body is one syntactically valid value (strings aside). Detect the empty
@@ -82,10 +90,22 @@ func FrameJSON(dst, body []byte, allowEmpty bool) ([]byte, int, error) {
 	return out, n, nil
 }
 
-// appendFramed is the single compact-and-split pass. body must start with
-// whitespace followed by a value at i; it is expected to have passed sonic's
-// validation, but the pass re-checks everything it relies on so that it
-// never panics and never emits a malformed frame whatever the input.
+// validJSON is the fast structural check: sonic for all but tiny bodies.
+// Bodies under 4 bytes go to encoding/json instead, to avoid sonic's
+// out-of-bounds read on truncated literals (see above).
+func validJSON(body []byte) bool {
+	if len(body) < 4 {
+		return json.Valid(body)
+	}
+	return sonic.ConfigStd.Valid(body)
+}
+
+// appendFramed is the single compact-and-split pass over body, whose value
+// starts at i. body is expected to have passed validJSON; number and literal
+// grammar and ':' placement are left to it. The pass itself checks string
+// contents (which sonic does not), bracket matching, the nesting limit, empty
+// elements and bytes after the top-level value, so that the message count
+// and boundaries are right and it never panics, whatever the input.
 func appendFramed(dst, body []byte, i int) ([]byte, int, error) {
 	if i >= len(body) {
 		return dst, 0, &JSONError{Msg: "unexpected end of input"}

@@ -277,6 +277,26 @@ func TestFrameJSONInvalid(t *testing.T) {
 	}
 }
 
+// TestFrameJSONTruncatedLiteralOverread: sonic v1.15.5 reads past the end of
+// a body shorter than 4 bytes holding a truncated literal, and reports it valid
+// if the bytes after the slice complete the literal. The truncated body here
+// is a prefix of a buffer that does hold the whole literal.
+func TestFrameJSONTruncatedLiteralOverread(t *testing.T) {
+	for _, full := range []string{"null", "true", "false", " null", "  true", " false", "[null]", "[true]", `{"a":false}`} {
+		buf := []byte(full)
+		for k := 1; k < len(buf); k++ {
+			body := buf[:k]
+			if json.Valid(body) {
+				continue
+			}
+			out, n, err := FrameJSON(nil, body, true)
+			if !errors.Is(err, ErrInvalidJSON) {
+				t.Errorf("FrameJSON(%q) = %q, %d, %v; want ErrInvalidJSON", body, out, n, err)
+			}
+		}
+	}
+}
+
 func TestFrameJSONDepth(t *testing.T) {
 	nestArr := func(d int) string { return strings.Repeat("[", d) + strings.Repeat("]", d) }
 	nestObj := func(d int) string { return strings.Repeat(`{"a":`, d) + "1" + strings.Repeat("}", d) }
