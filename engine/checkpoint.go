@@ -77,7 +77,10 @@ func (e *Engine) checkpoint() error {
 	var n uint64
 	for _, s := range all {
 		s.mu.Lock()
-		if s.state == stDeleted || s.lastLSN == 0 {
+		// A stream whose create is still being written is locked by its
+		// creator until the record is in the log, so every stream seen here
+		// has a create record below what step 3 waits for.
+		if s.state == stDeleted {
 			s.mu.Unlock()
 			continue
 		}

@@ -230,6 +230,9 @@ func (e *Engine) lookup(path string) (*stream, error) {
 	}
 	if s.expired(e.clock()) {
 		e.expire(s)
+		if s.stateNow() == stSoftDeleted {
+			return nil, ErrGone // forks keep it: answer as every later lookup will
+		}
 		return nil, ErrNotFound
 	}
 	return s, nil

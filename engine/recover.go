@@ -47,7 +47,10 @@ func (e *Engine) recover() error {
 		if s.state == stSoftDeleted && s.forks == 0 {
 			continue // its last fork went away: removed below
 		}
-		if s.meta.hasTTL && s.lastAccess.Load() == 0 {
+		// Reads are not logged, so the last access before a crash is not
+		// known: a restart starts every sliding TTL window afresh rather
+		// than expire a stream that was in use.
+		if s.meta.hasTTL {
 			s.lastAccess.Store(now.UnixNano())
 		}
 		s.vis.Store(uint64(s.tail))

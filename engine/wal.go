@@ -60,8 +60,8 @@ type wal struct {
 	kick    chan struct{}
 	stop    chan struct{}
 	done    chan struct{}
-	spare   chan *walSeg // prepared next segment
-	prepare chan uint64  // base LSN the preparer should make next
+	spare   chan prepared // the preparer's result for the one outstanding request
+	prepare chan uint64   // base LSN the preparer should make next
 
 	// Counters for metrics and benchmarks.
 	fsyncs    atomic.Uint64
@@ -103,7 +103,7 @@ func startWAL(dir string, segSize int64, segs []*walSeg, pos uint64) *wal {
 		kick:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
-		spare:   make(chan *walSeg, 1),
+		spare:   make(chan prepared, 1),
 		prepare: make(chan uint64, 1),
 	}
 	active := segs[len(segs)-1]
@@ -167,39 +167,42 @@ func (w *wal) write(a, b []byte) (uint64, error) {
 
 // roll closes the active segment with a rollover record and activates the
 // next one, sized for a record of need bytes. Called with mu held.
+//
+// Exactly one preparation is outstanding at any time (requested when the
+// previous segment became active), so the writer and the preparer never
+// touch the same file: roll takes the preparer's result, waiting if it is
+// not ready yet, and only then requests the next one.
 func (w *wal) roll(need int64) (*walSeg, error) {
 	old := w.segs[len(w.segs)-1]
 	base := old.end()
 	size := max(w.segSize, need+rolloverSize)
-	var next *walSeg
-	select {
-	case next = <-w.spare:
-	default:
-	}
-	if next != nil && (next.base != base || next.f.Cap() < size) {
+	res := <-w.spare
+	next, err := res.seg, res.err
+	if err == nil && next.f.Cap() < size {
+		// Too small for this record: grow the same file.
 		next.f.Close()
-		os.Remove(next.path)
-		next = nil
+		next, err = createWALSeg(w.dir, base, size)
+	} else if err != nil {
+		next, err = createWALSeg(w.dir, base, size) // the preparer failed: try once more here
 	}
-	if next == nil {
-		var err error
-		if next, err = createWALSeg(w.dir, base, size); err != nil {
-			if errors.Is(err, errNoSpace) {
-				return nil, fmt.Errorf("%w: %w", ErrNoSpace, err)
-			}
-			return nil, err
-		}
+	if err != nil {
+		w.prepare <- base // keep one preparation outstanding
+		return nil, classifyIOErr(err)
 	}
 	if _, err := old.f.WriteRecord(w.pos, []byte{recRollover}, nil); err != nil {
+		w.spare <- prepared{seg: next}
 		return nil, err
 	}
 	w.segs = append(w.segs, next)
 	w.pos = 0
-	select {
-	case w.prepare <- next.end():
-	default:
-	}
+	w.prepare <- next.end()
 	return next, nil
+}
+
+// prepared is the preparer's result.
+type prepared struct {
+	seg *walSeg
+	err error
 }
 
 // createWALSeg preallocates a segment and makes its existence durable, so a
@@ -221,7 +224,8 @@ func createWALSeg(dir string, base uint64, size int64) (*walSeg, error) {
 	return &walSeg{base: base, f: f, path: path}, nil
 }
 
-// prepareLoop keeps the next segment ready off the hot path.
+// prepareLoop keeps the next segment ready off the hot path: it creates the
+// segment it is asked for and hands it (or the error) to roll.
 func (w *wal) prepareLoop() {
 	for {
 		select {
@@ -229,18 +233,7 @@ func (w *wal) prepareLoop() {
 			return
 		case base := <-w.prepare:
 			s, err := createWALSeg(w.dir, base, w.segSize)
-			if err != nil {
-				continue // the writer creates it synchronously at rollover
-			}
-			select {
-			case old := <-w.spare: // stale; replace it
-				old.f.Close()
-				if old.base != base {
-					os.Remove(old.path)
-				}
-			default:
-			}
-			w.spare <- s
+			w.spare <- prepared{seg: s, err: err}
 		}
 	}
 }
@@ -344,8 +337,10 @@ func (w *wal) close() error {
 		s.f.Close()
 	}
 	select {
-	case s := <-w.spare:
-		s.f.Close()
+	case p := <-w.spare:
+		if p.seg != nil {
+			p.seg.f.Close() // left in place: recovery reuses or removes it
+		}
 	default:
 	}
 	return w.err()

@@ -35,10 +35,14 @@ func RecordSize(payloadLen int) int64 { return HeaderSize + int64(payloadLen) }
 
 // Checksum returns the CRC32C that frames a record of payload parts a, b.
 func Checksum(a, b []byte) uint32 {
-	var l [4]byte
-	binary.LittleEndian.PutUint32(l[:], uint32(len(a)+len(b)))
-	c := crc32.Update(0, castagnoli, l[:])
-	c = crc32.Update(c, castagnoli, a)
+	// The four length bytes go through the table by hand: passing a local
+	// array to crc32.Update would allocate it on every record.
+	n := uint32(len(a) + len(b))
+	c := ^uint32(0)
+	for i := 0; i < 4; i++ {
+		c = castagnoli[byte(c)^byte(n>>(8*i))] ^ (c >> 8)
+	}
+	c = crc32.Update(^c, castagnoli, a)
 	return crc32.Update(c, castagnoli, b)
 }
 

@@ -1,0 +1,465 @@
+package segment
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// newFile returns a mapped file (or a heap file) of capacity bytes.
+func newFile(t *testing.T, heap bool, capacity int64) *File {
+	t.Helper()
+	if heap {
+		return NewHeap(capacity)
+	}
+	f, err := Create(filepath.Join(t.TempDir(), "seg"), capacity)
+	if err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	return f
+}
+
+func forKinds(t *testing.T, fn func(t *testing.T, heap bool)) {
+	for _, heap := range []bool{false, true} {
+		name := "mapped"
+		if heap {
+			name = "heap"
+		}
+		t.Run(name, func(t *testing.T) { fn(t, heap) })
+	}
+}
+
+func TestCreateInvalidCapacity(t *testing.T) {
+	for _, c := range []int64{0, -1} {
+		if _, err := Create(filepath.Join(t.TempDir(), "x"), c); err == nil {
+			t.Errorf("Create capacity %d: want error", c)
+		}
+	}
+}
+
+func TestCreatePreallocates(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "seg")
+	f, err := Create(path, 10000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Size() != 10000 {
+		t.Fatalf("file size %d, want 10000", st.Size())
+	}
+	if f.Cap() != 10000 {
+		t.Fatalf("Cap %d", f.Cap())
+	}
+	if b := f.Bytes(0, 10000); !bytes.Equal(b, make([]byte, 10000)) {
+		t.Fatal("new file is not zeroed")
+	}
+}
+
+func TestWriteAtBytesPersist(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "seg")
+	f, err := Create(path, 8192)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.WriteAt([]byte("hello"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.WriteAt([]byte("world"), 4096); err != nil {
+		t.Fatal(err)
+	}
+	if got := string(f.Bytes(0, 5)); got != "hello" {
+		t.Fatalf("Bytes %q", got)
+	}
+	if err := f.SyncRange(4096, 5); err != nil {
+		t.Fatalf("SyncRange: %v", err)
+	}
+	if err := f.SyncRange(3, 10); err != nil { // unaligned start
+		t.Fatalf("SyncRange unaligned: %v", err)
+	}
+	if err := f.SyncRange(0, 0); err != nil {
+		t.Fatalf("SyncRange empty: %v", err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatalf("Sync: %v", err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil { // idempotent
+		t.Fatal(err)
+	}
+
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(raw[:5]) != "hello" || string(raw[4096:4101]) != "world" {
+		t.Fatal("written bytes not in the file")
+	}
+
+	// Open maps the file at its size; Create on an existing file keeps it.
+	g, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Cap() != 8192 || string(g.Bytes(4096, 5)) != "world" {
+		t.Fatalf("Open: cap %d, %q", g.Cap(), g.Bytes(4096, 5))
+	}
+	g.Close()
+	h, err := Create(path, 16384)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	if h.Cap() != 16384 || string(h.Bytes(0, 5)) != "hello" || string(h.Bytes(4096, 5)) != "world" {
+		t.Fatal("Create on an existing file lost its contents")
+	}
+}
+
+func TestOpenErrors(t *testing.T) {
+	dir := t.TempDir()
+	if _, err := Open(filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Open missing: %v", err)
+	}
+	empty := filepath.Join(dir, "empty")
+	if err := os.WriteFile(empty, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(empty); err == nil {
+		t.Error("Open empty file: want error")
+	}
+}
+
+func TestWriteAtFull(t *testing.T) {
+	forKinds(t, func(t *testing.T, heap bool) {
+		f := newFile(t, heap, 100)
+		defer f.Close()
+		for _, tc := range []struct {
+			off  int64
+			n    int
+			want error
+		}{
+			{0, 100, nil},
+			{99, 1, nil},
+			{100, 0, nil},
+			{100, 1, ErrFull},
+			{99, 2, ErrFull},
+			{0, 101, ErrFull},
+			{-1, 1, ErrFull},
+		} {
+			if err := f.WriteAt(make([]byte, tc.n), tc.off); !errors.Is(err, tc.want) {
+				t.Errorf("WriteAt(%d bytes, %d) = %v, want %v", tc.n, tc.off, err, tc.want)
+			}
+		}
+		if _, err := f.WriteRecord(90, make([]byte, 3), nil); !errors.Is(err, ErrFull) {
+			t.Errorf("WriteRecord past capacity: %v", err)
+		}
+		if _, err := f.WriteRecord(-1, []byte{1}, nil); !errors.Is(err, ErrFull) {
+			t.Errorf("WriteRecord at -1: %v", err)
+		}
+		if _, err := f.WriteRecord(0, nil, nil); err == nil {
+			t.Error("WriteRecord with empty payload: want error")
+		}
+	})
+}
+
+func TestHeapFile(t *testing.T) {
+	f := NewHeap(64)
+	if f.Cap() != 64 {
+		t.Fatalf("Cap %d", f.Cap())
+	}
+	if err := f.WriteAt([]byte("abc"), 10); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.SyncRange(0, 64); err != nil {
+		t.Fatal(err)
+	}
+	f.Advise(0, 64) // no-op, must not panic
+	v, ok := f.View(10, 3)
+	if !ok || string(v.B) != "abc" {
+		t.Fatalf("View: %v %q", ok, v.B)
+	}
+	f.Close()
+	if string(v.B) != "abc" {
+		t.Fatal("heap view changed after Close")
+	}
+	v.Release()
+	if _, ok := f.View(0, 1); ok {
+		t.Fatal("View after the last release must fail")
+	}
+}
+
+func TestViewPinsAfterClose(t *testing.T) {
+	forKinds(t, func(t *testing.T, heap bool) {
+		f := newFile(t, heap, 8192)
+		if err := f.WriteAt([]byte("pinned data"), 100); err != nil {
+			t.Fatal(err)
+		}
+		if f.Pinned() {
+			t.Fatal("Pinned with no views")
+		}
+		v1, ok := f.View(100, 11)
+		if !ok {
+			t.Fatal("View failed")
+		}
+		v2, ok := f.View(100, 6)
+		if !ok {
+			t.Fatal("View failed")
+		}
+		if !f.Pinned() {
+			t.Fatal("not Pinned with views")
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		// The owner is gone but the views still pin the mapping: reading
+		// them must work (an unmapped read would be a SIGSEGV).
+		if string(v1.B) != "pinned data" || string(v2.B) != "pinned" {
+			t.Fatalf("views after Close: %q %q", v1.B, v2.B)
+		}
+		// A new View can still be taken while a view pins the file.
+		v3, ok := f.View(0, 1)
+		if !ok {
+			t.Fatal("View while pinned after Close failed")
+		}
+		v3.Release()
+		v1.Release()
+		if string(v2.B) != "pinned" {
+			t.Fatalf("v2 after v1 released: %q", v2.B)
+		}
+		v2.Release()
+		// Unmapped now: no more views or references.
+		if _, ok := f.View(0, 1); ok {
+			t.Fatal("View after the last release must fail")
+		}
+		if f.Acquire() {
+			t.Fatal("Acquire after the last release must fail")
+		}
+		if f.Pinned() {
+			t.Fatal("Pinned after the last release")
+		}
+		View{}.Release() // zero View: no-op
+	})
+}
+
+func TestAcquireRelease(t *testing.T) {
+	f := newFile(t, false, 4096)
+	if !f.Acquire() {
+		t.Fatal("Acquire failed")
+	}
+	f.Close()
+	f.Close() // idempotent: must not drop the acquired reference
+	if err := f.WriteAt([]byte("x"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if string(f.Bytes(0, 1)) != "x" {
+		t.Fatal("mapping gone while a reference is held")
+	}
+	f.Release()
+	if f.Acquire() {
+		t.Fatal("Acquire after the last release must fail")
+	}
+}
+
+func TestSyncRangeError(t *testing.T) {
+	f := newFile(t, false, 8192)
+	defer f.Close()
+	old := msync
+	defer func() { msync = old }()
+	boom := errors.New("boom")
+	var got []int
+	msync = func(b []byte) error { got = append(got, len(b)); return boom }
+	if err := f.SyncRange(4100, 10); !errors.Is(err, boom) {
+		t.Fatalf("SyncRange: %v", err)
+	}
+	// The range is widened down to the page start.
+	if want := int(4100-(4100&^(pageSize-1))) + 10; len(got) != 1 || got[0] != want {
+		t.Fatalf("msync lengths %v, want [%d]", got, want)
+	}
+	if err := f.Sync(); !errors.Is(err, boom) {
+		t.Fatalf("Sync: %v", err)
+	}
+	// Past the end is clamped to the capacity.
+	got = nil
+	msync = func(b []byte) error { got = append(got, len(b)); return nil }
+	if err := f.SyncRange(8000, 1000); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || int64(got[0]) != 8192-(8000&^(pageSize-1)) {
+		t.Fatalf("clamped msync lengths %v", got)
+	}
+}
+
+func TestRecordRoundTrip(t *testing.T) {
+	forKinds(t, func(t *testing.T, heap bool) {
+		f := newFile(t, heap, 1<<16)
+		defer f.Close()
+		type rec struct{ a, b []byte }
+		recs := []rec{
+			{[]byte("a"), nil},
+			{nil, []byte("only b")},
+			{[]byte("head|"), []byte("tail")},
+			{bytes.Repeat([]byte{0}, 100), nil}, // zero payload bytes are fine
+			{bytes.Repeat([]byte("x"), 5000), bytes.Repeat([]byte("y"), 3000)},
+		}
+		var off int64
+		var ends []int64
+		for _, r := range recs {
+			end, err := f.WriteRecord(off, r.a, r.b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if end != off+RecordSize(len(r.a)+len(r.b)) {
+				t.Fatalf("end %d", end)
+			}
+			ends = append(ends, end)
+			off = end
+		}
+		buf := f.Bytes(0, f.Cap())
+		off = 0
+		for i, r := range recs {
+			p, next, err := ReadRecord(buf, off)
+			if err != nil {
+				t.Fatalf("record %d: %v", i, err)
+			}
+			want := append(append([]byte{}, r.a...), r.b...)
+			if !bytes.Equal(p, want) {
+				t.Fatalf("record %d payload differs", i)
+			}
+			if next != ends[i] {
+				t.Fatalf("record %d next %d, want %d", i, next, ends[i])
+			}
+			if cap(p) != len(p) {
+				t.Fatalf("record %d: payload capacity leaks past the record", i)
+			}
+			off = next
+		}
+		if _, next, err := ReadRecord(buf, off); err != io.EOF || next != off {
+			t.Fatalf("after the last record: %v, next %d", err, next)
+		}
+	})
+}
+
+func TestChecksumSplitIndependent(t *testing.T) {
+	p := []byte("the quick brown fox")
+	want := Checksum(p, nil)
+	for i := 0; i <= len(p); i++ {
+		if got := Checksum(p[:i], p[i:]); got != want {
+			t.Fatalf("split at %d: %x, want %x", i, got, want)
+		}
+	}
+}
+
+func TestReadRecordErrors(t *testing.T) {
+	f := NewHeap(256)
+	end, err := f.WriteRecord(0, []byte("hello, record"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := append([]byte(nil), f.Bytes(0, 256)...)
+	mutate := func(fn func(b []byte) []byte) []byte {
+		return fn(append([]byte(nil), good...))
+	}
+	tests := []struct {
+		name string
+		buf  []byte
+		off  int64
+		want error
+	}{
+		{"zero header", make([]byte, 64), 0, io.EOF},
+		{"zero header after record", good, end, io.EOF},
+		{"short buffer for header", good[:5], 0, io.EOF},
+		{"offset past buffer", good, 1000, io.EOF},
+		{"negative offset", good, -1, io.EOF},
+		{"flipped payload byte", mutate(func(b []byte) []byte { b[HeaderSize+3] ^= 0x01; return b }), 0, ErrCorrupt},
+		{"flipped last payload byte", mutate(func(b []byte) []byte { b[end-1] ^= 0x80; return b }), 0, ErrCorrupt},
+		{"flipped crc byte", mutate(func(b []byte) []byte { b[5] ^= 0x10; return b }), 0, ErrCorrupt},
+		{"flipped length byte (shorter)", mutate(func(b []byte) []byte { b[0] ^= 0x01; return b }), 0, ErrCorrupt},
+		{"flipped length byte (longer)", mutate(func(b []byte) []byte { b[0] ^= 0x40; return b }), 0, ErrCorrupt},
+		{"length past buffer", mutate(func(b []byte) []byte { b[2] = 0x01; return b }), 0, ErrCorrupt},
+		{"truncated buffer", good[:end-1], 0, ErrCorrupt},
+		{"truncated to header", good[:HeaderSize], 0, ErrCorrupt},
+		{"zero length, nonzero crc", mutate(func(b []byte) []byte { clear(b[:4]); return b }), 0, ErrCorrupt},
+		{"length above MaxPayload", mutate(func(b []byte) []byte {
+			binary.LittleEndian.PutUint32(b, MaxPayload+1)
+			return b
+		}), 0, ErrCorrupt},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p, next, err := ReadRecord(tc.buf, tc.off)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("err %v, want %v", err, tc.want)
+			}
+			if p != nil || next != tc.off {
+				t.Fatalf("on error: payload %q, next %d (want nil, %d)", p, next, tc.off)
+			}
+		})
+	}
+	// Every single-bit flip anywhere in the record is caught.
+	for i := 0; i < int(end); i++ {
+		for bit := 0; bit < 8; bit++ {
+			b := mutate(func(b []byte) []byte { b[i] ^= 1 << bit; return b })
+			if _, _, err := ReadRecord(b, 0); err == nil {
+				t.Fatalf("flip of bit %d of byte %d not detected", bit, i)
+			}
+		}
+	}
+}
+
+func BenchmarkWriteRecord(b *testing.B) {
+	for _, size := range []int{100, 4 << 10} {
+		b.Run(fmt.Sprintf("payload=%d", size), func(b *testing.B) {
+			f, err := Create(filepath.Join(b.TempDir(), "seg"), 64<<20)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer f.Close()
+			hdr := []byte{3, 1, 2, 3, 4, 5, 6, 7, 8}
+			body := bytes.Repeat([]byte("d"), size-len(hdr))
+			b.SetBytes(int64(size))
+			b.ReportAllocs()
+			b.ResetTimer()
+			var off int64
+			for i := 0; i < b.N; i++ {
+				end, err := f.WriteRecord(off, hdr, body)
+				if errors.Is(err, ErrFull) {
+					off = 0
+					end, err = f.WriteRecord(off, hdr, body)
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+				off = end
+			}
+		})
+	}
+}
+
+func BenchmarkReadRecord(b *testing.B) {
+	f := NewHeap(1 << 20)
+	end, err := f.WriteRecord(0, bytes.Repeat([]byte("r"), 100), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	buf := f.Bytes(0, end)
+	b.SetBytes(100)
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		if _, _, err := ReadRecord(buf, 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
