@@ -106,6 +106,9 @@ func parseExpiry(r *http.Request, o *engine.CreateOptions) error {
 		if err != nil {
 			return badRequest("Stream-Expires-At must be an RFC 3339 timestamp")
 		}
+		if !t.After(time.Now()) {
+			return badRequest("Stream-Expires-At is in the past")
+		}
 		o.ExpiresAt = t
 	}
 	return nil

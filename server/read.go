@@ -195,18 +195,19 @@ func etagMatches(header, tag string) bool {
 	return false
 }
 
-// acceptedCoding picks zstd or gzip from Accept-Encoding, or "".
+// acceptedCoding picks zstd or gzip from Accept-Encoding, or "". A coding
+// with q=0 (in any spelling, e.g. 0.000) is refused, per RFC 9110 12.5.3.
 func acceptedCoding(ae string) string {
 	gz := false
 	for _, part := range strings.Split(ae, ",") {
 		name, params, _ := strings.Cut(strings.TrimSpace(part), ";")
-		if strings.Contains(strings.ReplaceAll(params, " ", ""), "q=0") && !strings.Contains(params, "q=0.") {
+		if qZero(params) {
 			continue
 		}
 		switch strings.ToLower(strings.TrimSpace(name)) {
 		case "zstd":
 			return "zstd"
-		case "gzip":
+		case "gzip", "x-gzip":
 			gz = true
 		}
 	}
@@ -214,6 +215,18 @@ func acceptedCoding(ae string) string {
 		return "gzip"
 	}
 	return ""
+}
+
+// qZero reports whether Accept-Encoding parameters carry a q weight of 0.
+func qZero(params string) bool {
+	for _, p := range strings.Split(params, ";") {
+		k, v, ok := strings.Cut(strings.TrimSpace(p), "=")
+		if ok && strings.EqualFold(strings.TrimSpace(k), "q") {
+			q, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			return err == nil && q == 0
+		}
+	}
+	return false
 }
 
 var (

@@ -131,7 +131,12 @@ func (s *Server) streamPath(r *http.Request) (string, error) {
 		return "", &httpError{http.StatusNotFound, "the __ds namespace is reserved for control APIs; subscriptions are not enabled on this server"}
 	}
 	for _, seg := range strings.Split(name, "/") {
-		if seg == "." || seg == ".." {
+		switch seg {
+		case "":
+			// Also keeps "//__ds/..." (which a slash-merging proxy would
+			// turn into the reserved namespace) from becoming a stream.
+			return "", badRequest("stream path must not contain empty segments")
+		case ".", "..":
 			return "", badRequest("stream path must not contain . or .. segments")
 		}
 	}
@@ -156,6 +161,9 @@ func (s *Server) sourcePath(v string) (string, error) {
 // Content-Encoding gzip or zstd.
 func (s *Server) readBody(r *http.Request) ([]byte, error) {
 	limit := s.cfg.MaxAppendBytes
+	if r.ContentLength == 0 {
+		return nil, nil // nothing to decode, whatever Content-Encoding says
+	}
 	if r.ContentLength > limit {
 		return nil, &httpError{http.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds %d bytes", limit)}
 	}

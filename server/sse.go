@@ -41,7 +41,7 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request, name string, f
 
 	first := true
 	for {
-		if c.Next > c.Start || first {
+		if c.Next > c.Start || first || c.Closed {
 			if c.Next > c.Start {
 				writeDataEvent(bw, c, binary)
 			}
