@@ -1,0 +1,75 @@
+# durastream — build, test and CI entry points.
+#
+#   make test         vet + unit tests (race) + conformance suite (sync, then memory)
+#   make vet          go vet ./...
+#   make unit         go test -race -count=1 ./...
+#   make conformance  conformance/run.sh with --durability sync, then memory
+#   make build        ./durastream
+#   make run          go run ./cmd/durastream $(ARGS)
+#   make bench        engine benchmarks, one iteration each (BENCHTIME=1x)
+#   make fuzz         every Fuzz* target in ./fuzz for FUZZTIME (30s) each
+#
+# Needs Go and, for conformance, Node.js >= 20.19 with npm; Go modules and npm
+# packages are fetched by the targets themselves.
+
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := test
+MAKEFLAGS += --no-print-directory
+
+GO        ?= go
+BENCHTIME ?= 1x
+BENCH     ?= .
+FUZZTIME  ?= 30s
+ARGS      ?=
+
+.PHONY: test deps vet unit conformance conformance-sync conformance-memory \
+        build run bench fuzz clean
+
+test: deps vet unit conformance
+
+deps:
+	$(GO) mod download
+
+vet: deps
+	$(GO) vet ./...
+
+unit: deps
+	$(GO) test -race -count=1 ./...
+
+# Runs both durability modes even if the first fails, then prints the totals
+# and fails if either run failed.
+conformance: deps
+	@summary="$$(mktemp)"; trap 'rm -f "$$summary"' EXIT; rc=0; \
+	for d in sync memory; do \
+	  echo "=== conformance (durability=$$d) ==="; \
+	  CONFORMANCE_SUMMARY_FILE="$$summary" bash conformance/run.sh "" "$$d" || { echo "conformance (durability=$$d) FAILED"; rc=1; }; \
+	done; \
+	awk '{p+=$$1; f+=$$2; s+=$$3} END {printf "conformance-total: %d passed, %d failed, %d skipped\n", p, f, s}' "$$summary"; \
+	exit $$rc
+
+conformance-sync: deps
+	bash conformance/run.sh "" sync
+
+conformance-memory: deps
+	bash conformance/run.sh "" memory
+
+build: deps
+	$(GO) build -o durastream ./cmd/durastream
+
+run:
+	$(GO) run ./cmd/durastream $(ARGS)
+
+bench: deps
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -benchmem ./engine/
+
+fuzz: deps
+	@targets="$$($(GO) test -list 'Fuzz.*' ./fuzz | grep -E '^Fuzz' || true)"; \
+	if [[ -z "$$targets" ]]; then echo "no fuzz targets in ./fuzz"; exit 1; fi; \
+	for t in $$targets; do \
+	  echo "=== fuzz $$t ($(FUZZTIME)) ==="; \
+	  $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) ./fuzz; \
+	done
+
+clean:
+	rm -f durastream conformance/results.json

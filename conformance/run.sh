@@ -1,0 +1,224 @@
+#!/usr/bin/env bash
+# Runs the Durable Streams server conformance suite against durastream.
+#
+# Usage: conformance/run.sh [URL] [DURABILITY]
+#   URL         base URL of a server that is already running; when empty or
+#               absent, the server is built from this repo and started on a
+#               free loopback port with a fresh data dir.
+#   DURABILITY  --durability for the server we start (default: sync). With
+#               sync, the script also restarts the server on the same data
+#               dir and checks that stream data survived.
+#
+# Environment:
+#   CONFORMANCE_TIMEOUT       wall-clock limit for the vitest run, seconds (default 1500)
+#   CONFORMANCE_SUMMARY_FILE  if set, "PASSED FAILED SKIPPED" is appended to it
+#
+# Prints "conformance: N passed, M failed, K skipped" after the suite.
+# Exit status: vitest's (non-zero also if the durability check fails or the
+# server cannot be started).
+set -euo pipefail
+
+url="${1:-}"
+durability="${2:-${DURABILITY:-sync}}"
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/.." && pwd)"
+persist_path="/v1/stream/ci-persist-check"
+persist_expect="persisted-bytes-and-more"
+
+tmp=""
+server_pid=""
+server_port=""
+log_printed=0
+
+log() { echo "conformance/run.sh: $*" >&2; }
+
+free_port() {
+  node -e '
+    const s = require("net").createServer();
+    s.listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); });
+  '
+}
+
+print_server_log() {
+  if [[ -n "$tmp" && -f "$tmp/server.log" ]]; then
+    log_printed=1
+    echo "----- server log (last ${1:-80} lines: $tmp/server.log) -----" >&2
+    tail -n "${1:-80}" "$tmp/server.log" >&2 || true
+    echo "----- end of server log -----" >&2
+  fi
+}
+
+stop_server() {
+  local pid="$server_pid"
+  [[ -n "$pid" ]] || return 0
+  server_pid=""
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    local i
+    for ((i = 0; i < 100; i++)); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      log "server (pid $pid) did not exit within 10s of SIGTERM; sending SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  fi
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local rc=$?
+  stop_server
+  if [[ -n "$tmp" ]]; then
+    if [[ $rc -ne 0 && $log_printed -eq 0 ]]; then
+      print_server_log 80
+    fi
+    rm -rf "$tmp"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+start_server() {
+  server_port="$(free_port)"
+  log "starting durastream on 127.0.0.1:$server_port (durability=$durability, data dir $tmp/data)"
+  echo "===== start on port $server_port =====" >>"$tmp/server.log"
+  "$tmp/durastream" serve \
+    --addr "127.0.0.1:$server_port" \
+    --data-dir "$tmp/data" \
+    --durability "$durability" \
+    --long-poll-timeout 500ms \
+    >>"$tmp/server.log" 2>&1 </dev/null &
+  server_pid=$!
+  local deadline=$((SECONDS + 20))
+  until curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$server_port/health" 2>/dev/null; do
+    if ! kill -0 "$server_pid" 2>/dev/null; then
+      log "server exited before becoming healthy"
+      print_server_log 200
+      return 1
+    fi
+    if ((SECONDS >= deadline)); then
+      log "server not healthy after 20s"
+      print_server_log 200
+      return 1
+    fi
+    sleep 0.2
+  done
+  log "server healthy (pid $server_pid)"
+}
+
+ensure_node_modules() {
+  cd "$here"
+  if [[ ! -d node_modules || ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json ]]; then
+    log "installing npm packages (npm ci)"
+    npm ci --no-audit --no-fund
+  fi
+}
+
+# ---------------------------------------------------------------------------
+
+ensure_node_modules
+
+persist_check=0
+if [[ -z "$url" ]]; then
+  tmp="$(mktemp -d "${TMPDIR:-/tmp}/durastream-conformance.XXXXXX")"
+  log "building server"
+  (cd "$root" && go build -o "$tmp/durastream" ./cmd/durastream)
+  mkdir -p "$tmp/data"
+  start_server
+  url="http://127.0.0.1:$server_port"
+  [[ "$durability" == "sync" ]] && persist_check=1
+fi
+url="${url%/}"
+
+persist_setup_ok=1
+if ((persist_check)); then
+  log "durability check: writing $persist_path"
+  if ! curl -fsS -o /dev/null --max-time 10 -X PUT -H 'Content-Type: text/plain' \
+      --data-binary 'persisted-bytes' "$url$persist_path"; then
+    echo "FAIL: durability check: PUT $persist_path failed"
+    persist_setup_ok=0
+  elif ! curl -fsS -o /dev/null --max-time 10 -X POST -H 'Content-Type: text/plain' \
+      --data-binary '-and-more' "$url$persist_path"; then
+    echo "FAIL: durability check: POST $persist_path failed"
+    persist_setup_ok=0
+  fi
+fi
+
+# --- the suite ---------------------------------------------------------------
+cd "$here"
+rm -f results.json
+timeout_cmd=()
+if command -v timeout >/dev/null 2>&1; then
+  timeout_cmd=(timeout --signal=TERM --kill-after=30 "${CONFORMANCE_TIMEOUT:-1500}")
+fi
+log "running conformance suite against $url"
+# Plain output in logs (so the "Tests  N passed | ..." line is parseable),
+# unless colours are asked for explicitly.
+if [[ -z "${FORCE_COLOR:-}" ]]; then export NO_COLOR=1; fi
+set +e
+CONFORMANCE_BASE_URL="$url" "${timeout_cmd[@]}" npx --no-install vitest run \
+  --reporter=default --reporter=json --outputFile=results.json </dev/null
+suite_rc=$?
+set -e
+if [[ $suite_rc -eq 124 ]]; then
+  log "vitest exceeded CONFORMANCE_TIMEOUT=${CONFORMANCE_TIMEOUT:-1500}s"
+fi
+
+counts="$(node -e '
+  const fs = require("fs");
+  try {
+    const r = JSON.parse(fs.readFileSync("results.json", "utf8"));
+    const n = (k) => Number(r[k] || 0);
+    console.log(n("numPassedTests"), n("numFailedTests"), n("numPendingTests") + n("numTodoTests"));
+  } catch (e) {
+    console.log("0 0 0 missing");
+  }
+')"
+read -r n_pass n_fail n_skip n_missing <<<"$counts"
+if [[ -n "${n_missing:-}" ]]; then
+  log "no readable results.json from vitest"
+  if [[ $suite_rc -eq 0 ]]; then suite_rc=1; fi
+fi
+if [[ $suite_rc -eq 0 && $n_pass -eq 0 ]]; then
+  log "vitest ran no passing tests"
+  suite_rc=1
+fi
+
+# --- durability: restart on the same data dir and read back -------------------
+persist_rc=0
+if ((persist_check)); then
+  stop_server
+  if ((persist_setup_ok == 0)); then
+    persist_rc=1
+  elif ! start_server; then
+    echo "FAIL: durability check: server did not restart on the same data dir"
+    persist_rc=1
+  else
+    got="$(curl -sS --max-time 10 "http://127.0.0.1:$server_port$persist_path?offset=-1" || true)"
+    if [[ "$got" == "$persist_expect" ]]; then
+      echo "PASS: durability check: $persist_path survived a restart"
+    else
+      echo "FAIL: durability check: after restart GET $persist_path?offset=-1 returned '${got:0:200}', want '$persist_expect'"
+      persist_rc=1
+    fi
+  fi
+fi
+
+if [[ ($suite_rc -ne 0 || $persist_rc -ne 0) && -n "$tmp" ]]; then
+  print_server_log 60
+fi
+
+if [[ -n "${CONFORMANCE_SUMMARY_FILE:-}" ]]; then
+  echo "$n_pass $n_fail $n_skip" >>"$CONFORMANCE_SUMMARY_FILE"
+fi
+echo "conformance: $n_pass passed, $n_fail failed, $n_skip skipped"
+
+if [[ $suite_rc -ne 0 ]]; then
+  exit "$suite_rc"
+fi
+exit "$persist_rc"
