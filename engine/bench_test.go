@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -271,4 +272,49 @@ func BenchmarkCreate(b *testing.B) {
 		return err
 	})
 	reportCommit(b, e, before, time.Since(start))
+}
+
+// BenchmarkManyStreams creates b.N streams with one 100-byte append each,
+// from 64 goroutines, and reports the memory each stream costs. For the
+// million-stream figure:
+//
+//	go test ./engine -run '^$' -bench ManyStreams -benchtime 1000000x -timeout 30m
+func BenchmarkManyStreams(b *testing.B) {
+	for _, mode := range []Durability{DurabilitySync, DurabilityMemory} {
+		b.Run(string(mode), func(b *testing.B) {
+			e := benchEngine(b, &Options{Durability: mode})
+			body := make([]byte, 100)
+			runtime.GC()
+			var before runtime.MemStats
+			runtime.ReadMemStats(&before)
+			rssBefore := rssBytes()
+			start := time.Now()
+			runParallel(b, 64, func(w, i int) error {
+				p := fmt.Sprintf("many/%d", i)
+				if _, _, err := e.Create(context.Background(), p, CreateOptions{ContentType: "application/octet-stream"}); err != nil {
+					return err
+				}
+				_, err := e.Append(context.Background(), p, body, AppendOptions{})
+				return err
+			})
+			took := time.Since(start)
+			runtime.GC()
+			var after runtime.MemStats
+			runtime.ReadMemStats(&after)
+			b.ReportMetric(float64(b.N)/took.Seconds(), "streams/s")
+			b.ReportMetric(float64(int64(after.HeapInuse)-int64(before.HeapInuse))/float64(b.N), "heapB/stream")
+			b.ReportMetric(float64(rssBytes()-rssBefore)/float64(b.N), "rssB/stream")
+		})
+	}
+}
+
+// rssBytes reads this process's resident set size from /proc.
+func rssBytes() int64 {
+	raw, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	var size, rss int64
+	fmt.Sscan(string(raw), &size, &rss)
+	return rss * int64(os.Getpagesize())
 }

@@ -33,7 +33,7 @@ func (e *Engine) recover() error {
 		segs = []*walSeg{s}
 	} else {
 		replayed := 0
-		segs, pos, err = scanWAL(walDir, bases, start, func(lsn uint64, p []byte) error {
+		segs, pos, err = scanWAL(walDir, bases, start, e.opts.WALSegmentSize, func(lsn uint64, p []byte) error {
 			replayed++
 			return e.replay(byID, p)
 		})

@@ -353,7 +353,7 @@ func (w *wal) close() error {
 // last one active) and the LSN where writing resumes. Files after the end
 // are removed; the bytes after the end in the last segment are zeroed, so a
 // stale record there can never be mistaken for a new one.
-func scanWAL(dir string, bases []uint64, start uint64, fn func(lsn uint64, p []byte) error) ([]*walSeg, uint64, error) {
+func scanWAL(dir string, bases []uint64, start uint64, segSize int64, fn func(lsn uint64, p []byte) error) ([]*walSeg, uint64, error) {
 	var segs []*walSeg
 	closeAll := func() {
 		for _, s := range segs {
@@ -419,6 +419,18 @@ func scanWAL(dir string, bases []uint64, start uint64, fn func(lsn uint64, p []b
 			return nil, 0, err
 		}
 		removeWALAfter(dir, bases[i+1:], base)
+		if f.Cap() < segSize {
+			// A file shorter than a segment (cut by a filesystem-level
+			// crash): reserve it to full size again so that writing can
+			// resume here with room for the rollover record.
+			f.Close()
+			grown, err := createWALSeg(dir, base, segSize)
+			if err != nil {
+				closeAll()
+				return nil, 0, err
+			}
+			segs[len(segs)-1] = grown
+		}
 		return segs, base + uint64(pos), nil
 	}
 	closeAll()
