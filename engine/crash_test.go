@@ -15,6 +15,8 @@ package engine_test
 //	                         (scheduling still varies between runs)
 //	DURASTREAM_CRASH_DIR     use (and keep) this data directory instead of a
 //	                         temporary one, for post-mortem inspection
+//	DURASTREAM_CRASH_BUDGET  no new round starts after this much time
+//	                         (default 45s; at least 4 rounds run)
 //
 // Child protocol (stdout, one line per acknowledged operation, each starting
 // with "@@ "):
@@ -62,6 +64,7 @@ const (
 	crashEnvRounds = "DURASTREAM_CRASH_ROUNDS"
 	crashEnvSeed   = "DURASTREAM_CRASH_SEED"
 	crashEnvDir    = "DURASTREAM_CRASH_DIR"
+	crashEnvBudget = "DURASTREAM_CRASH_BUDGET"
 
 	crashWriters     = 32
 	crashSlots       = 40 // stream slots: the first half JSON, the second binary
@@ -305,7 +308,7 @@ func TestCrashChild(t *testing.T) {
 						open = open || !s.closed.Load()
 					}
 					if !open {
-						return
+						select {} // everything is closed: idle until killed
 					}
 					continue
 				}
@@ -435,8 +438,8 @@ func (m *crashModel) stream(path string) *crashStream {
 
 type crashStats struct {
 	rounds, appends, closes, producers, kills int
-	bytes                                      int64
-	earlyKills                                 int
+	bytes                                     int64
+	earlyKills                                int
 }
 
 func TestCrashRecovery(t *testing.T) {
@@ -458,6 +461,14 @@ func TestCrashRecovery(t *testing.T) {
 			t.Fatalf("%s=%q", crashEnvSeed, v)
 		}
 	}
+	budget := 45 * time.Second // stop starting rounds after this (slow machines)
+	if v := os.Getenv(crashEnvBudget); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("%s=%q", crashEnvBudget, v)
+		}
+		budget = d
+	}
 	dir := os.Getenv(crashEnvDir)
 	if dir == "" {
 		dir = t.TempDir()
@@ -471,6 +482,10 @@ func TestCrashRecovery(t *testing.T) {
 	var st crashStats
 	begin := time.Now()
 	for round := 1; round <= rounds; round++ {
+		if el := time.Since(begin); el > budget && round > 3 {
+			t.Logf("crash test: time budget %v spent after %d rounds (%v); stopping early (%s overrides)", budget, round-1, el.Round(time.Millisecond), crashEnvBudget)
+			break
+		}
 		childSeed := rng.Uint64()
 		// Most kills land 100..700 ms into the writing; some during startup
 		// and recovery (counted from process start, before "R").
@@ -632,15 +647,20 @@ func crashTail(s string) string {
 // operation of every round so far.
 func crashVerify(t *testing.T, dir string, round int, model *crashModel, st *crashStats) {
 	t.Helper()
+	t0 := time.Now()
 	e, err := engine.Open(dir, crashOptions())
 	if err != nil {
 		t.Errorf("round %d: recovery failed: %v", round, err)
 		return
 	}
+	t1 := time.Now()
 	defer func() {
+		t2 := time.Now()
 		if err := e.Close(); err != nil {
 			t.Errorf("round %d: close: %v", round, err)
 		}
+		t.Logf("round %2d: recovered in %v, verified in %v, closed (checkpoint) in %v", round,
+			t1.Sub(t0).Round(time.Millisecond), t2.Sub(t1).Round(time.Millisecond), time.Since(t2).Round(time.Millisecond))
 	}()
 	ctx := context.Background()
 	paths := make([]string, 0, len(model.streams))
@@ -663,42 +683,52 @@ func crashVerify(t *testing.T, dir string, round int, model *crashModel, st *cra
 			errorf("read: %v", err)
 			continue
 		}
-		var data []byte
-		for _, b := range c.Data() {
-			data = append(data, b...)
+		// The stored bytes, as views of the mappings (copying tens of
+		// megabytes each round is what makes this slow under -race).
+		data := newCrashViews(c.Data())
+		releaseChunk := c.Release
+		wire := c.Buffers()
+		var wireLen int
+		for _, b := range wire {
+			wireLen += len(b)
 		}
-		wire := c.Bytes()
 		next, upToDate, closed := c.Next, c.UpToDate, c.Closed
-		c.Release()
-		if uint64(next) != uint64(len(data)) || next != info.Tail || !upToDate || closed != info.Closed {
+		if uint64(next) != uint64(data.len) || next != info.Tail || !upToDate || closed != info.Closed {
 			errorf("read: next %d, %d bytes, up-to-date %v, closed %v; head tail %d closed %v",
-				next, len(data), upToDate, closed, info.Tail, info.Closed)
+				next, data.len, upToDate, closed, info.Tail, info.Closed)
+			releaseChunk()
 			continue
 		}
 
 		// The wire form is the stored bytes (JSON: as an array).
-		wantWire := data
+		wantWire := data.bufs
 		if s.json {
-			wantWire = []byte("[]")
-			if len(data) > 0 {
-				wantWire = append(append([]byte("["), data[:len(data)-1]...), ']')
+			wantWire = [][]byte{[]byte("[]")}
+			if data.len > 0 {
+				wantWire = [][]byte{[]byte("[")}
+				wantWire = append(wantWire, data.bufs...)
+				last := wantWire[len(wantWire)-1]
+				wantWire[len(wantWire)-1] = last[:len(last)-1] // the last comma
+				wantWire = append(wantWire, []byte("]"))
 			}
 		}
-		if !bytes.Equal(wire, wantWire) {
-			errorf("wire body (%d bytes) does not match the stored bytes (%d)", len(wire), len(data))
+		if !crashSameBytes(wire, wantWire) {
+			errorf("wire body (%d bytes) does not match the stored bytes (%d)", wireLen, data.len)
 		}
 
 		// What an earlier recovery saw is still there, unchanged.
-		if len(data) < s.verified {
-			errorf("tail %d is below %d, the tail an earlier recovery saw", len(data), s.verified)
+		if data.len < s.verified {
+			errorf("tail %d is below %d, the tail an earlier recovery saw", data.len, s.verified)
+			releaseChunk()
 			continue
 		}
-		if got := crashHash(data[:s.verified]); got != s.fp {
+		if got := data.hash(s.verified); got != s.fp {
 			errorf("bytes below %d changed since an earlier recovery", s.verified)
+			releaseChunk()
 			continue
 		}
 		// Every newer stored byte belongs to a whole record or message.
-		newPart := data[s.verified:]
+		newPart := data.slice(s.verified, data.len)
 		var bounds []int
 		var perr error
 		if s.json {
@@ -707,7 +737,7 @@ func crashVerify(t *testing.T, dir string, round int, model *crashModel, st *cra
 			bounds, perr = crashParseBin(newPart)
 		}
 		if perr != nil {
-			errorf("stored bytes past %d are not whole records: %v (tail %d)", s.verified, perr, len(data))
+			errorf("stored bytes past %d are not whole records: %v (tail %d)", s.verified, perr, data.len)
 		}
 		for _, b := range bounds {
 			s.bounds[s.verified+b] = true
@@ -724,11 +754,11 @@ func crashVerify(t *testing.T, dir string, round int, model *crashModel, st *cra
 					s.appends[i-1].start, s.appends[i-1].end, s.appends[i-1].round, a.start, a.end, a.round)
 			}
 			maxEnd = max(maxEnd, a.end)
-			if a.end > uint64(len(data)) {
-				errorf("acked append [%d,%d) of round %d is beyond the tail %d", a.start, a.end, a.round, len(data))
+			if a.end > uint64(data.len) {
+				errorf("acked append [%d,%d) of round %d is beyond the tail %d", a.start, a.end, a.round, data.len)
 				continue
 			}
-			if got := crashHash(data[a.start:a.end]); got != a.hash {
+			if got := crashHash(data.slice(int(a.start), int(a.end))); got != a.hash {
 				errorf("acked append [%d,%d) of round %d: crc32c %08x, want %08x", a.start, a.end, a.round, got, a.hash)
 				continue
 			}
@@ -760,8 +790,9 @@ func crashVerify(t *testing.T, dir string, round int, model *crashModel, st *cra
 			st.closes++
 		}
 		if !failedBefore && !t.Failed() {
-			s.verified, s.fp = len(data), crashHash(data)
+			s.verified, s.fp = data.len, data.hash(data.len)
 		}
+		releaseChunk()
 
 		// Producers acked in this round: a retry of the last acked request
 		// is a duplicate and changes nothing. (Older rounds' producer states
@@ -787,6 +818,72 @@ func crashVerify(t *testing.T, dir string, round int, model *crashModel, st *cra
 			}
 			st.producers++
 		}
+	}
+}
+
+// crashViews is a stream's stored bytes as consecutive views.
+type crashViews struct {
+	bufs [][]byte
+	offs []int // offset of each view
+	len  int
+}
+
+func newCrashViews(bufs [][]byte) *crashViews {
+	v := &crashViews{bufs: bufs}
+	for _, b := range bufs {
+		v.offs = append(v.offs, v.len)
+		v.len += len(b)
+	}
+	return v
+}
+
+// slice returns bytes [a,b): a subslice of one view when it lies in one
+// (an append never spans stream segments), else a copy.
+func (v *crashViews) slice(a, b int) []byte {
+	if a >= b {
+		return nil
+	}
+	i := sort.Search(len(v.offs), func(i int) bool { return v.offs[i] > a }) - 1
+	if b-v.offs[i] <= len(v.bufs[i]) {
+		return v.bufs[i][a-v.offs[i] : b-v.offs[i]]
+	}
+	out := make([]byte, 0, b-a)
+	for ; i < len(v.bufs) && v.offs[i] < b; i++ {
+		out = append(out, v.bufs[i][max(a-v.offs[i], 0):min(b-v.offs[i], len(v.bufs[i]))]...)
+	}
+	return out
+}
+
+// hash returns crashHash of bytes [0,n).
+func (v *crashViews) hash(n int) uint64 {
+	var c uint32
+	for i, b := range v.bufs {
+		if v.offs[i] >= n {
+			break
+		}
+		c = crc32.Update(c, crashCastagnoli, b[:min(len(b), n-v.offs[i])])
+	}
+	return uint64(c)
+}
+
+// crashSameBytes reports whether two lists of slices hold the same bytes.
+func crashSameBytes(a, b [][]byte) bool {
+	var x, y []byte
+	for {
+		for len(x) == 0 && len(a) > 0 {
+			x, a = a[0], a[1:]
+		}
+		for len(y) == 0 && len(b) > 0 {
+			y, b = b[0], b[1:]
+		}
+		if len(x) == 0 || len(y) == 0 {
+			return len(x) == 0 && len(y) == 0
+		}
+		n := min(len(x), len(y))
+		if !bytes.Equal(x[:n], y[:n]) {
+			return false
+		}
+		x, y = x[n:], y[n:]
 	}
 }
 

@@ -365,10 +365,27 @@ func scanWAL(dir string, bases []uint64, start uint64, segSize int64, fn func(ls
 		if len(segs) > 0 && base != segs[len(segs)-1].end() {
 			break // a gap: the earlier segment did not roll over into this one
 		}
+		if st, err := os.Stat(path); err == nil && st.Size() == 0 {
+			// Created but never reserved (a crash inside createWALSeg): it
+			// holds nothing. If the previous segment rolled into it, the log
+			// continues in a fresh segment here.
+			os.Remove(path)
+			if len(segs) == 0 {
+				continue
+			}
+			ns, err := createWALSeg(dir, base, segSize)
+			if err != nil {
+				closeAll()
+				return nil, 0, err
+			}
+			segs = append(segs, ns)
+			removeWALAfter(dir, bases[i+1:], ns.base)
+			return segs, ns.base, nil
+		}
 		f, err := segment.Open(path)
 		if err != nil {
 			closeAll()
-			return nil, 0, fmt.Errorf("open commit log %s: %w", path, err)
+			return nil, 0, fmt.Errorf("%w: open commit log %s: %w", ErrCorrupt, path, err)
 		}
 		if base+uint64(f.Cap()) <= start && i+1 < len(bases) {
 			f.Close() // wholly before the checkpoint
