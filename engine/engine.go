@@ -99,6 +99,10 @@ func (e *Engine) openDir() error {
 		return fmt.Errorf("engine: %s is in use by another process: %w", e.dir, err)
 	}
 	e.lock = lf
+	if err := e.store.makeFanDirs(); err != nil {
+		lf.Close()
+		return fmt.Errorf("engine: %w", err)
+	}
 	start := time.Now()
 	if err := e.recover(); err != nil {
 		lf.Close()

@@ -45,7 +45,8 @@ type Options struct {
 	IndexEvery uint64
 
 	// MaxMappedSegments bounds how many stream segments are memory-mapped at
-	// once (least recently used are unmapped). Default 4096.
+	// once (least recently used are unmapped). Default 16384: the kernel's
+	// default vm.max_map_count is 65530 for the whole process.
 	MaxMappedSegments int
 
 	// CheckpointInterval is how often stream files are made durable and old
@@ -96,7 +97,7 @@ func (o *Options) withDefaults() Options {
 		r.IndexEvery = 4 << 10
 	}
 	if r.MaxMappedSegments == 0 {
-		r.MaxMappedSegments = 4096
+		r.MaxMappedSegments = 16384
 	}
 	if r.CheckpointInterval == 0 {
 		r.CheckpointInterval = 30 * time.Second

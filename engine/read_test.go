@@ -598,7 +598,7 @@ func TestWaitEngineClose(t *testing.T) {
 
 // indexFile returns the path of a stream's index file, as documented.
 func indexFile(dir string, id uint64) string {
-	return filepath.Join(dir, "streams", fmt.Sprintf("%02x", id&0xff), fmt.Sprintf("%016x", id), "index")
+	return filepath.Join(dir, "streams", fmt.Sprintf("%02x", id&0xff), fmt.Sprintf("%016x.index", id))
 }
 
 func TestReadAfterIndexLoss(t *testing.T) {

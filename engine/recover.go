@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 )
 
@@ -161,10 +160,12 @@ func (e *Engine) replay(byID map[uint64]*stream, p []byte) error {
 		// Remove it and release sources whose last fork this was.
 		for s != nil {
 			delete(byID, s.id)
+			var segs []*dataSeg
 			if s.data != nil {
-				e.store.drop(s.data.segs)
+				segs = s.data.segs
+				e.store.drop(segs)
 			}
-			e.store.removeFiles(s.id)
+			e.store.removeFiles(s.id, segs)
 			src := s.meta.source
 			if src == nil {
 				break
@@ -186,9 +187,9 @@ func leUint64(b []byte) uint64 {
 		uint64(b[4])<<32 | uint64(b[5])<<40 | uint64(b[6])<<48 | uint64(b[7])<<56
 }
 
-// removeOrphans deletes stream directories that belong to no stream: left
-// by a crash between a delete's commit and its file removal, or by a create
-// that never committed.
+// removeOrphans deletes stream files that belong to no stream: left by a
+// crash between a delete's commit and its file removal, by a create that
+// never committed, or by a delete that skipped a segment it did not know.
 func (e *Engine) removeOrphans(byID map[uint64]*stream) {
 	fans, err := os.ReadDir(e.store.root)
 	if err != nil {
@@ -201,13 +202,13 @@ func (e *Engine) removeOrphans(byID map[uint64]*stream) {
 			continue
 		}
 		for _, ent := range ents {
-			id, err := strconv.ParseUint(ent.Name(), 16, 64)
-			if err != nil {
+			id, ok := streamIDOf(ent.Name())
+			if !ok {
 				continue
 			}
 			if s := byID[id]; s == nil || s.state == stDeleted {
-				if err := os.RemoveAll(filepath.Join(dir, ent.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
-					e.log.Warn("remove orphan stream files", "dir", ent.Name(), "err", err)
+				if err := os.Remove(filepath.Join(dir, ent.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+					e.log.Warn("remove orphan stream file", "file", ent.Name(), "err", err)
 				}
 			}
 		}

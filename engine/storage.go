@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -13,8 +14,8 @@ import (
 	"github.com/durastream/durastream/segment"
 )
 
-// A stream's own bytes live in segments: files under
-// streams/<id&0xff>/<id>/<base offset>.seg whose capacity starts small and
+// A stream's own bytes live in segments: files named
+// streams/<id&0xff>/<id>.<base offset>.seg whose capacity starts small and
 // doubles up to MaxSegmentSize, so an idle small stream costs one small file
 // and a large one a few big ones. An append never spans segments: when it
 // does not fit, a new segment starts at the stream's tail. The bytes are
@@ -45,16 +46,37 @@ type storage struct {
 
 func (st *storage) memory() bool { return st.root == "" }
 
-func (st *storage) streamDir(id uint64) string {
-	return filepath.Join(st.root, fmt.Sprintf("%02x", id&0xff), fmt.Sprintf("%016x", id))
+// A stream's files sit directly in one of 256 fan-out directories (made at
+// Open), so a new stream costs one file creation and no mkdir.
+func (st *storage) fanDir(id uint64) string {
+	return filepath.Join(st.root, fmt.Sprintf("%02x", id&0xff))
 }
 
 func (st *storage) segPath(id uint64, base uint64) string {
-	return filepath.Join(st.streamDir(id), fmt.Sprintf("%020d.seg", base))
+	return filepath.Join(st.fanDir(id), fmt.Sprintf("%016x.%020d.seg", id, base))
 }
 
 func (st *storage) indexPath(id uint64) string {
-	return filepath.Join(st.streamDir(id), "index")
+	return filepath.Join(st.fanDir(id), fmt.Sprintf("%016x.index", id))
+}
+
+// makeFanDirs creates the fan-out directories.
+func (st *storage) makeFanDirs() error {
+	for i := 0; i < 256; i++ {
+		if err := os.MkdirAll(filepath.Join(st.root, fmt.Sprintf("%02x", i)), 0o755); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// streamIDOf parses the stream id from a file name in a fan-out directory.
+func streamIDOf(name string) (uint64, bool) {
+	if len(name) < 17 || name[16] != '.' {
+		return 0, false
+	}
+	id, err := strconv.ParseUint(name[:16], 16, 64)
+	return id, err == nil
 }
 
 // nextCap is the capacity of a new segment after prev for an append of need bytes.
@@ -71,44 +93,55 @@ func (st *storage) nextCap(prev *dataSeg, need int64) int64 {
 
 // pin returns ds's file with a reference held; the caller must Release it.
 // With create, a missing file is created (the append path); otherwise a
-// missing file is corruption.
+// missing file is corruption. Callers hold the stream's lock, so pins of one
+// segment never race each other; only eviction (by other streams' pins)
+// does, through ds.file's compare-and-swap. File system work happens outside
+// the storage lock, so streams open and create files in parallel.
 func (st *storage) pin(id uint64, ds *dataSeg, create bool) (*segment.File, error) {
-	if f := ds.file.Load(); f != nil && f.Acquire() {
+	for {
+		if f := ds.file.Load(); f != nil && f.Acquire() {
+			ds.used.Store(true)
+			return f, nil
+		}
+		f, err := st.open(id, ds, create)
+		if err != nil {
+			return nil, err
+		}
+		f.Acquire()
+		if !ds.file.CompareAndSwap(nil, f) {
+			f.Release()
+			f.Close()
+			continue
+		}
 		ds.used.Store(true)
+		if !st.memory() {
+			st.mu.Lock()
+			st.insertLocked(ds)
+			st.mu.Unlock()
+		}
 		return f, nil
 	}
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	if f := ds.file.Load(); f != nil && f.Acquire() {
-		ds.used.Store(true)
-		return f, nil
+}
+
+// open maps (or creates) a segment's file.
+func (st *storage) open(id uint64, ds *dataSeg, create bool) (*segment.File, error) {
+	if st.memory() {
+		return segment.NewHeap(ds.cap), nil
 	}
+	path := st.segPath(id, ds.base)
 	var f *segment.File
 	var err error
-	if st.memory() {
-		f = segment.NewHeap(ds.cap)
-	} else {
-		path := st.segPath(id, ds.base)
-		if create {
-			if err = os.MkdirAll(filepath.Dir(path), 0o755); err == nil {
-				f, err = segment.Create(path, ds.cap)
-			}
-		} else if f, err = segment.Open(path); err == nil && f.Cap() < ds.cap {
-			f.Close()
-			err = fmt.Errorf("%w: segment %s is %d bytes, want %d", ErrCorrupt, path, f.Cap(), ds.cap)
-		}
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				err = fmt.Errorf("%w: %w", ErrCorrupt, err)
-			}
-			return nil, classifyIOErr(err)
-		}
+	if create {
+		f, err = segment.Create(path, ds.cap)
+	} else if f, err = segment.Open(path); err == nil && f.Cap() < ds.cap {
+		f.Close()
+		err = fmt.Errorf("%w: segment %s is %d bytes, want %d", ErrCorrupt, path, f.Cap(), ds.cap)
 	}
-	f.Acquire()
-	ds.file.Store(f)
-	ds.used.Store(true)
-	if !st.memory() {
-		st.insertLocked(ds)
+	if err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			err = fmt.Errorf("%w: %w", ErrCorrupt, err)
+		}
+		return nil, classifyIOErr(err)
 	}
 	return f, nil
 }
@@ -162,12 +195,23 @@ func (st *storage) drop(segs []*dataSeg) {
 	}
 }
 
-// removeFiles deletes a stream's directory.
-func (st *storage) removeFiles(id uint64) error {
+// removeFiles deletes a stream's segment and index files. Files it does not
+// know of (a segment created for an append that never committed) are left
+// to the orphan sweep at the next Open.
+func (st *storage) removeFiles(id uint64, segs []*dataSeg) error {
 	if st.memory() {
 		return nil
 	}
-	return os.RemoveAll(st.streamDir(id))
+	var errs []error
+	for _, ds := range segs {
+		if err := os.Remove(st.segPath(id, ds.base)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	if err := os.Remove(st.indexPath(id)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
 // writeData stores an append's bytes at off in s's segments and indexes the
@@ -188,13 +232,15 @@ func (e *Engine) writeData(s *stream, off Offset, data []byte) error {
 	create := false
 	if ds == nil || uint64(off) < ds.base || end > ds.base+uint64(ds.cap) {
 		ds = &dataSeg{base: uint64(off), cap: e.store.nextCap(ds, int64(len(data))), ord: uint32(len(d.segs)), slot: -1}
-		d.segs = append(d.segs, ds)
-		d.idx.Add(index.Entry{Off: uint64(off), Seg: ds.ord, Pos: 0})
 		create = true
 	}
 	f, err := e.store.pin(s.id, ds, create)
 	if err != nil {
-		return err
+		return err // e.g. ENOSPC: the layout is unchanged, a later append retries
+	}
+	if create {
+		d.segs = append(d.segs, ds)
+		d.idx.Add(index.Entry{Off: uint64(off), Seg: ds.ord, Pos: 0})
 	}
 	err = f.WriteAt(data, int64(uint64(off)-ds.base))
 	f.Release()

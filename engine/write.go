@@ -220,7 +220,7 @@ func (e *Engine) createNew(path string, o *CreateOptions) (StreamInfo, bool, err
 		e.streams.Compute(path, func(old *stream, loaded bool) (*stream, bool) { return old, loaded && old == s })
 		if s.data != nil {
 			e.store.drop(s.data.segs)
-			e.store.removeFiles(s.id)
+			e.store.removeFiles(s.id, s.data.segs)
 		}
 		return StreamInfo{}, false, err
 	}
@@ -591,12 +591,14 @@ func (e *Engine) remove(s *stream) {
 		e.streams.Compute(s.path, func(old *stream, loaded bool) (*stream, bool) { return old, loaded && old == s })
 		e.nStreams.Add(-1)
 		s.mu.Lock()
+		var segs []*dataSeg
 		if s.data != nil {
-			e.store.drop(s.data.segs)
+			segs = s.data.segs
+			e.store.drop(segs)
 			e.storedBytes.Add(-int64(s.tail - s.meta.forkOffset))
 		}
 		s.mu.Unlock()
-		if err := e.store.removeFiles(s.id); err != nil {
+		if err := e.store.removeFiles(s.id, segs); err != nil {
 			e.log.Warn("remove stream files", "path", s.path, "err", err)
 		}
 		src := s.meta.source

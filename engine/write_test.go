@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -693,15 +694,14 @@ func TestDeleteRemovesFiles(t *testing.T) {
 	e, _ := startEngine(t, smallOpts(DurabilitySync))
 	mustCreate(t, e, "s", CreateOptions{Data: []byte(strings.Repeat("d", 20000))})
 	s, _ := e.streams.Load("s")
-	sdir := e.store.streamDir(s.id)
-	if _, err := os.Stat(sdir); err != nil {
-		t.Fatalf("stream dir: %v", err)
+	if files := streamFiles(t, e, s.id); len(files) == 0 {
+		t.Fatalf("no stream files before delete")
 	}
 	if err := e.Delete(ctx, "s"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(sdir); !errors.Is(err, fs.ErrNotExist) {
-		t.Fatalf("stream dir after delete: %v", err)
+	if files := streamFiles(t, e, s.id); len(files) != 0 {
+		t.Fatalf("stream files after delete: %v", files)
 	}
 }
 
@@ -992,8 +992,8 @@ func TestForkSoftDeleteAndCascade(t *testing.T) {
 		}
 		if mode == DurabilitySync {
 			for _, id := range ids {
-				if _, err := os.Stat(e.store.streamDir(id)); !errors.Is(err, fs.ErrNotExist) {
-					t.Fatalf("stream dir %d after cascade: %v", id, err)
+				if files := streamFiles(t, e, id); len(files) != 0 {
+					t.Fatalf("stream %d files after cascade: %v", id, files)
 				}
 			}
 		}
@@ -1593,4 +1593,14 @@ func TestOpenOptions(t *testing.T) {
 	}
 	e1.Close()
 	startEngineIn(t, dir, nil)
+}
+
+// streamFiles lists a stream's segment and index files.
+func streamFiles(t *testing.T, e *Engine, id uint64) []string {
+	t.Helper()
+	files, err := filepath.Glob(filepath.Join(e.store.fanDir(id), fmt.Sprintf("%016x.*", id)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return files
 }
