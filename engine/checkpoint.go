@@ -87,7 +87,7 @@ func (e *Engine) checkpoint() error {
 		buf = e.encodeStream(buf, s)
 		var err error
 		if s.data != nil && s.data.idx != nil && s.data.idx.Len() > len(s.data.segs) {
-			err = s.data.idx.Flush(e.store.indexPath(s.id))
+			err = s.data.idx.Flush(e.opts.FS, e.store.indexPath(s.id))
 		}
 		s.mu.Unlock()
 		if err != nil {
@@ -101,13 +101,13 @@ func (e *Engine) checkpoint() error {
 	if err := w.waitDurable(w.written.Load()); err != nil {
 		return err
 	}
-	if err := syncFS(e.dir); err != nil {
+	if err := e.opts.FS.Syncfs(e.dir); err != nil {
 		// Stream bytes may be lost from the page cache: stop, as for a
 		// failed commit-log sync, and let recovery replay the log.
 		w.fail(fmt.Errorf("checkpoint syncfs: %w", err))
 		return w.err()
 	}
-	if err := writeFileAtomic(filepath.Join(e.dir, ckptName), buf); err != nil {
+	if err := writeFileAtomic(e.opts.FS, filepath.Join(e.dir, ckptName), buf); err != nil {
 		return fmt.Errorf("checkpoint: %w", classifyIOErr(err))
 	}
 	e.ckptLSN.Store(c0)

@@ -64,7 +64,7 @@ func Open(dir string, opts *Options) (*Engine, error) {
 		clock:   o.Clock,
 		streams: xsync.NewMapOf[string, *stream](),
 		stop:    make(chan struct{}),
-		store:   &storage{minSeg: o.MinSegmentSize, maxSeg: o.MaxSegmentSize, max: o.MaxMappedSegments},
+		store:   &storage{fs: o.FS, minSeg: o.MinSegmentSize, maxSeg: o.MaxSegmentSize, max: o.MaxMappedSegments},
 	}
 	e.bufPool.New = func() any { b := make([]byte, 0, 256); return &b }
 	if o.Durability == DurabilitySync {

@@ -6,7 +6,7 @@ import (
 	"os"
 	"syscall"
 
-	"golang.org/x/sys/unix"
+	"github.com/durastream/durastream/vfs"
 )
 
 var errNoSpace = syscall.ENOSPC
@@ -21,49 +21,38 @@ func classifyIOErr(err error) error {
 }
 
 // syncDir fsyncs a directory so that entries created or renamed in it are durable.
-func syncDir(dir string) error {
+func syncDir(fs vfs.FS, dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
 	}
 	defer d.Close()
-	return d.Sync()
-}
-
-// syncFS flushes every dirty page of the filesystem holding dir (one syncfs
-// instead of an fsync per stream file).
-func syncFS(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return unix.Syncfs(int(d.Fd()))
+	return fs.Fsync(d)
 }
 
 // writeFileAtomic writes data to path via a temporary file, fsync and rename,
 // then fsyncs the directory.
-func writeFileAtomic(path string, data []byte) error {
+func writeFileAtomic(fs vfs.FS, path string, data []byte) error {
 	tmp := path + ".tmp"
 	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 	if err != nil {
 		return err
 	}
-	if _, err := f.Write(data); err != nil {
+	if _, err := fs.WriteAt(f, data, 0); err != nil {
 		f.Close()
 		return classifyIOErr(err)
 	}
-	if err := f.Sync(); err != nil {
+	if err := fs.Fsync(f); err != nil {
 		f.Close()
 		return err
 	}
 	if err := f.Close(); err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
+	if err := fs.Rename(tmp, path); err != nil {
+		return classifyIOErr(err)
 	}
-	return syncDir(dirOf(path))
+	return syncDir(fs, dirOf(path))
 }
 
 func dirOf(path string) string {

@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"github.com/durastream/durastream/vfs"
 	"io"
 	"log/slog"
 	"time"
@@ -63,6 +64,11 @@ type Options struct {
 	// MaxPathLen bounds stream path length in bytes. Default 1024.
 	MaxPathLen int
 
+	// FS performs the storage operations that can fail (fallocate, writes,
+	// syncs, renames). Default: the real file system. Tests inject faults
+	// with vfs/errorfs.
+	FS vfs.FS
+
 	// Logger receives operational logs. Default: discard.
 	Logger *slog.Logger
 	// Clock returns the current time (TTL and expiry). Default time.Now.
@@ -117,6 +123,7 @@ func (o *Options) withDefaults() Options {
 	if r.Clock == nil {
 		r.Clock = time.Now
 	}
+	r.FS = vfs.Or(r.FS)
 	return r
 }
 

@@ -25,14 +25,14 @@ func (e *Engine) recover() error {
 	var segs []*walSeg
 	pos := start
 	if len(bases) == 0 {
-		s, err := createWALSeg(walDir, start, e.opts.WALSegmentSize)
+		s, err := createWALSeg(e.opts.FS, walDir, start, e.opts.WALSegmentSize)
 		if err != nil {
 			return fmt.Errorf("engine: create commit log: %w", err)
 		}
 		segs = []*walSeg{s}
 	} else {
 		replayed := 0
-		segs, pos, err = scanWAL(walDir, bases, start, e.opts.WALSegmentSize, func(lsn uint64, p []byte) error {
+		segs, pos, err = scanWAL(e.opts.FS, walDir, bases, start, e.opts.WALSegmentSize, func(lsn uint64, p []byte) error {
 			replayed++
 			return e.replay(byID, p)
 		})
@@ -73,7 +73,7 @@ func (e *Engine) recover() error {
 	})
 	e.storedBytes.Store(stored)
 	e.removeOrphans(byID)
-	e.wal = startWAL(walDir, e.opts.WALSegmentSize, segs, pos)
+	e.wal = startWAL(e.opts.FS, walDir, e.opts.WALSegmentSize, segs, pos)
 	return nil
 }
 

@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"github.com/durastream/durastream/vfs"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -34,6 +35,7 @@ type dataSeg struct {
 }
 
 type storage struct {
+	fs     vfs.FS
 	root   string // <dir>/streams; "" in memory mode
 	minSeg int64
 	maxSeg int64
@@ -132,8 +134,8 @@ func (st *storage) open(id uint64, ds *dataSeg, create bool) (*segment.File, err
 	var f *segment.File
 	var err error
 	if create {
-		f, err = segment.Create(path, ds.cap)
-	} else if f, err = segment.Open(path); err == nil && f.Cap() < ds.cap {
+		f, err = segment.Create(st.fs, path, ds.cap)
+	} else if f, err = segment.Open(st.fs, path); err == nil && f.Cap() < ds.cap {
 		f.Close()
 		err = fmt.Errorf("%w: segment %s is %d bytes, want %d", ErrCorrupt, path, f.Cap(), ds.cap)
 	}
@@ -215,7 +217,8 @@ func (st *storage) removeFiles(id uint64, segs []*dataSeg) error {
 }
 
 // writeData stores an append's bytes at off in s's segments and indexes the
-// boundary at its end. Called with s.mu held.
+// boundary at its end. If the append then fails to commit, undoData must
+// take the index entries and any new segment back. Called with s.mu held.
 func (e *Engine) writeData(s *stream, off Offset, data []byte) error {
 	if len(data) == 0 {
 		return nil
@@ -250,6 +253,32 @@ func (e *Engine) writeData(s *stream, off Offset, data []byte) error {
 	d.idx.Add(index.Entry{Off: end, Seg: ds.ord, Pos: uint32(end - ds.base)})
 	e.storedBytes.Add(int64(len(data)))
 	return nil
+}
+
+// undoData forgets an append at off that wrote its bytes but did not
+// commit: index entries past off go, and so does a segment that starts at
+// off (it holds nothing committed). The bytes themselves are simply
+// overwritten by the next append. Called with s.mu held.
+func (e *Engine) undoData(s *stream, off Offset) {
+	d := s.data
+	if d == nil || d.idx == nil {
+		return
+	}
+	d.idx.TruncateAfter(uint64(off))
+	if ds := d.lastSeg(); ds != nil && ds.base == uint64(off) && (len(d.segs) > 1 || off == s.meta.forkOffset) {
+		d.segs = d.segs[:len(d.segs)-1]
+		e.store.drop([]*dataSeg{ds})
+		e.store.removeFiles(s.id, []*dataSeg{ds})
+		d.idx.TruncateAfter(uint64(off) - 1)
+		if len(d.segs) == 0 {
+			s.data = nil
+			return
+		}
+		// The previous segment's end boundary at off was replaced by the
+		// dropped segment's start: restore it.
+		prev := d.segs[len(d.segs)-1]
+		d.idx.Add(index.Entry{Off: uint64(off), Seg: prev.ord, Pos: uint32(uint64(off) - prev.base)})
+	}
 }
 
 // segUsed returns how many bytes of segment i hold data, given the tail.

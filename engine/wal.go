@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"github.com/durastream/durastream/vfs"
 	"io"
 	"os"
 	"path/filepath"
@@ -45,6 +46,7 @@ type walSeg struct {
 func (s *walSeg) end() uint64 { return s.base + uint64(s.f.Cap()) }
 
 type wal struct {
+	fs      vfs.FS
 	dir     string
 	segSize int64
 
@@ -95,8 +97,9 @@ func listWAL(dir string) ([]uint64, error) {
 
 // startWAL begins writing at LSN pos of the given segments (the last is
 // active) and starts the committer and the segment preparer.
-func startWAL(dir string, segSize int64, segs []*walSeg, pos uint64) *wal {
+func startWAL(fs vfs.FS, dir string, segSize int64, segs []*walSeg, pos uint64) *wal {
 	w := &wal{
+		fs:      fs,
 		dir:     dir,
 		segSize: segSize,
 		segs:    segs,
@@ -181,9 +184,9 @@ func (w *wal) roll(need int64) (*walSeg, error) {
 	if err == nil && next.f.Cap() < size {
 		// Too small for this record: grow the same file.
 		next.f.Close()
-		next, err = createWALSeg(w.dir, base, size)
+		next, err = createWALSeg(w.fs, w.dir, base, size)
 	} else if err != nil {
-		next, err = createWALSeg(w.dir, base, size) // the preparer failed: try once more here
+		next, err = createWALSeg(w.fs, w.dir, base, size) // the preparer failed: try once more here
 	}
 	if err != nil {
 		w.prepare <- base // keep one preparation outstanding
@@ -207,9 +210,9 @@ type prepared struct {
 
 // createWALSeg preallocates a segment and makes its existence durable, so a
 // record synced into it cannot be lost with the directory entry.
-func createWALSeg(dir string, base uint64, size int64) (*walSeg, error) {
+func createWALSeg(fs vfs.FS, dir string, base uint64, size int64) (*walSeg, error) {
 	path := filepath.Join(dir, walName(base))
-	f, err := segment.Create(path, size)
+	f, err := segment.Create(fs, path, size)
 	if err != nil {
 		return nil, classifyIOErr(err)
 	}
@@ -217,7 +220,7 @@ func createWALSeg(dir string, base uint64, size int64) (*walSeg, error) {
 		f.Close()
 		return nil, err
 	}
-	if err := syncDir(dir); err != nil {
+	if err := syncDir(fs, dir); err != nil {
 		f.Close()
 		return nil, err
 	}
@@ -232,7 +235,7 @@ func (w *wal) prepareLoop() {
 		case <-w.stop:
 			return
 		case base := <-w.prepare:
-			s, err := createWALSeg(w.dir, base, w.segSize)
+			s, err := createWALSeg(w.fs, w.dir, base, w.segSize)
 			w.spare <- prepared{seg: s, err: err}
 		}
 	}
@@ -353,7 +356,7 @@ func (w *wal) close() error {
 // last one active) and the LSN where writing resumes. Files after the end
 // are removed; the bytes after the end in the last segment are zeroed, so a
 // stale record there can never be mistaken for a new one.
-func scanWAL(dir string, bases []uint64, start uint64, segSize int64, fn func(lsn uint64, p []byte) error) ([]*walSeg, uint64, error) {
+func scanWAL(fs vfs.FS, dir string, bases []uint64, start uint64, segSize int64, fn func(lsn uint64, p []byte) error) ([]*walSeg, uint64, error) {
 	var segs []*walSeg
 	closeAll := func() {
 		for _, s := range segs {
@@ -373,7 +376,7 @@ func scanWAL(dir string, bases []uint64, start uint64, segSize int64, fn func(ls
 			if len(segs) == 0 {
 				continue
 			}
-			ns, err := createWALSeg(dir, base, segSize)
+			ns, err := createWALSeg(fs, dir, base, segSize)
 			if err != nil {
 				closeAll()
 				return nil, 0, err
@@ -382,7 +385,7 @@ func scanWAL(dir string, bases []uint64, start uint64, segSize int64, fn func(ls
 			removeWALAfter(dir, bases[i+1:], ns.base)
 			return segs, ns.base, nil
 		}
-		f, err := segment.Open(path)
+		f, err := segment.Open(fs, path)
 		if err != nil {
 			closeAll()
 			return nil, 0, fmt.Errorf("%w: open commit log %s: %w", ErrCorrupt, path, err)
@@ -420,7 +423,7 @@ func scanWAL(dir string, bases []uint64, start uint64, segSize int64, fn func(ls
 		}
 		if rolled {
 			// The next segment was never made: start a fresh one.
-			ns, err := createWALSeg(dir, s.end(), max(f.Cap(), 1))
+			ns, err := createWALSeg(fs, dir, s.end(), max(f.Cap(), 1))
 			if err != nil {
 				closeAll()
 				return nil, 0, err
@@ -441,7 +444,7 @@ func scanWAL(dir string, bases []uint64, start uint64, segSize int64, fn func(ls
 			// crash): reserve it to full size again so that writing can
 			// resume here with room for the rollover record.
 			f.Close()
-			grown, err := createWALSeg(dir, base, segSize)
+			grown, err := createWALSeg(fs, dir, base, segSize)
 			if err != nil {
 				closeAll()
 				return nil, 0, err

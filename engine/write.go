@@ -495,6 +495,7 @@ func (e *Engine) appendLocked(s *stream, data []byte, o *AppendOptions) (AppendR
 	lsn, err := e.commit(*meta, data)
 	e.putBuf(meta)
 	if err != nil {
+		e.undoData(s, off)
 		return AppendResult{}, 0, 0, err
 	}
 	s.tail += Offset(len(data))

@@ -2,6 +2,7 @@ package index
 
 import (
 	"encoding/binary"
+	"github.com/durastream/durastream/vfs"
 	"os"
 )
 
@@ -39,7 +40,9 @@ func decodeEntry(b []byte) Entry {
 // freshly built index (Rebuild) replaces whatever the file held, and records
 // left by a failed Flush are overwritten. If the file is shorter than what is
 // believed persisted (it was removed or replaced), it is rewritten whole.
-func (x *Index) Flush(path string) error {
+// Writes go through fs (nil: the real file system).
+func (x *Index) Flush(fs vfs.FS, path string) error {
+	fs = vfs.Or(fs)
 	if x.persisted == len(x.e) && !x.stale {
 		return nil
 	}
@@ -70,7 +73,7 @@ func (x *Index) Flush(path string) error {
 		}
 		// WriteAt rather than O_APPEND: the position is the one just
 		// established, whatever a failed earlier Flush left behind.
-		if _, err := f.WriteAt(buf, at); err != nil {
+		if _, err := fs.WriteAt(f, buf, at); err != nil {
 			f.Close()
 			return err
 		}

@@ -273,7 +273,7 @@ func mustLoad(t *testing.T, path string, valid func(Entry) bool) (*Index, bool) 
 func TestFlushLoadRoundTrip(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "idx")
 	x := build(t, lookupEntries...)
-	if err := x.Flush(path); err != nil {
+	if err := x.Flush(nil, path); err != nil {
 		t.Fatal(err)
 	}
 	if got := fileSize(t, path); got != int64(len(lookupEntries))*EntrySize {
@@ -296,7 +296,7 @@ func TestFlushLoadRoundTrip(t *testing.T) {
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
 	}
-	if err := y.Flush(path); err != nil {
+	if err := y.Flush(nil, path); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(path); !errors.Is(err, fs.ErrNotExist) {
@@ -339,7 +339,7 @@ func TestFlushIncremental(t *testing.T) {
 			}
 		}
 		all = append(all, step...)
-		if err := x.Flush(path); err != nil {
+		if err := x.Flush(nil, path); err != nil {
 			t.Fatal(err)
 		}
 		if got, want := fileSize(t, path), before+int64(len(step))*EntrySize; got != want {
@@ -366,7 +366,7 @@ func TestFlushAfterTruncateRewrites(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "idx")
 			x := build(t, lookupEntries...)
-			if err := x.Flush(path); err != nil {
+			if err := x.Flush(nil, path); err != nil {
 				t.Fatal(err)
 			}
 			x.TruncateAfter(tt.trunc)
@@ -375,7 +375,7 @@ func TestFlushAfterTruncateRewrites(t *testing.T) {
 					t.Fatalf("Add(%+v) = false", e)
 				}
 			}
-			if err := x.Flush(path); err != nil {
+			if err := x.Flush(nil, path); err != nil {
 				t.Fatal(err)
 			}
 			want := entries(x)
@@ -393,13 +393,13 @@ func TestFlushAfterTruncateRewrites(t *testing.T) {
 func TestFlushAfterReplaceRewrites(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "idx")
 	x := build(t, Entry{Off: 0}, Entry{Off: 30, Pos: 30})
-	if err := x.Flush(path); err != nil {
+	if err := x.Flush(nil, path); err != nil {
 		t.Fatal(err)
 	}
 	if !x.Add(Entry{Off: 30, Seg: 1}) {
 		t.Fatal("segment start did not replace end of previous segment")
 	}
-	if err := x.Flush(path); err != nil {
+	if err := x.Flush(nil, path); err != nil {
 		t.Fatal(err)
 	}
 	y, damaged := mustLoad(t, path, nil)
@@ -416,7 +416,7 @@ func TestFlushRebuiltReplacesFile(t *testing.T) {
 		t.Fatal(err)
 	}
 	x := Rebuild(10, []Segment{{Base: 0, Data: []byte("abc")}, {Base: 3, Data: []byte("de")}}, nil)
-	if err := x.Flush(path); err != nil {
+	if err := x.Flush(nil, path); err != nil {
 		t.Fatal(err)
 	}
 	y, damaged := mustLoad(t, path, nil)
@@ -502,7 +502,7 @@ func TestLoadDamaged(t *testing.T) {
 			// The next Flush leaves exactly the kept entries in the file,
 			// and does no I/O when the file was intact.
 			sizeBefore := fileSize(t, path)
-			if err := x.Flush(path); err != nil {
+			if err := x.Flush(nil, path); err != nil {
 				t.Fatal(err)
 			}
 			if !tt.damaged {

@@ -16,8 +16,8 @@ import (
 	"fmt"
 	"os"
 	"sync/atomic"
-	"unsafe"
 
+	"github.com/durastream/durastream/vfs"
 	"github.com/edsrzf/mmap-go"
 	"golang.org/x/sys/unix"
 )
@@ -39,14 +39,18 @@ var pageSize = int64(os.Getpagesize())
 type File struct {
 	buf  []byte    // the mapping (or heap memory); len == capacity
 	mm   mmap.MMap // nil for heap files
+	fs   vfs.FS    // syncs go through it (fault injection)
+	path string
 	refs atomic.Int32
 	done atomic.Bool // Close was called
 }
 
 // Create creates path (or reuses an existing file there), reserves capacity
 // bytes with fallocate, and maps it read-write. Existing contents inside the
-// capacity are kept; the caller decides what is valid.
-func Create(path string, capacity int64) (*File, error) {
+// capacity are kept; the caller decides what is valid. fs may be nil (the
+// real file system).
+func Create(fs vfs.FS, path string, capacity int64) (*File, error) {
+	fs = vfs.Or(fs)
 	if capacity <= 0 {
 		return nil, fmt.Errorf("segment: create %s: capacity %d", path, capacity)
 	}
@@ -55,14 +59,15 @@ func Create(path string, capacity int64) (*File, error) {
 		return nil, err
 	}
 	defer f.Close() // the mapping outlives the descriptor
-	if err := reserve(f, capacity); err != nil {
+	if err := reserve(fs, f, capacity); err != nil {
 		return nil, fmt.Errorf("segment: reserve %d bytes for %s: %w", capacity, path, err)
 	}
-	return mapFile(f, capacity)
+	return mapFile(fs, f, capacity)
 }
 
 // Open maps an existing file read-write at its current size.
-func Open(path string) (*File, error) {
+func Open(fs vfs.FS, path string) (*File, error) {
+	fs = vfs.Or(fs)
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return nil, err
@@ -75,12 +80,12 @@ func Open(path string) (*File, error) {
 	if st.Size() == 0 {
 		return nil, fmt.Errorf("segment: open %s: empty file", path)
 	}
-	return mapFile(f, st.Size())
+	return mapFile(fs, f, st.Size())
 }
 
 // reserve makes sure the file has capacity bytes of allocated blocks.
-func reserve(f *os.File, capacity int64) error {
-	err := unix.Fallocate(int(f.Fd()), 0, 0, capacity)
+func reserve(fs vfs.FS, f *os.File, capacity int64) error {
+	err := fs.Fallocate(f, capacity)
 	if err == nil || !(errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.ENOSYS)) {
 		return err
 	}
@@ -93,7 +98,7 @@ func reserve(f *os.File, capacity int64) error {
 	zeros := make([]byte, 1<<16)
 	for off := st.Size(); off < capacity; {
 		n := min(int64(len(zeros)), capacity-off)
-		if _, err := f.WriteAt(zeros[:n], off); err != nil {
+		if _, err := fs.WriteAt(f, zeros[:n], off); err != nil {
 			return err
 		}
 		off += n
@@ -101,7 +106,7 @@ func reserve(f *os.File, capacity int64) error {
 	return nil
 }
 
-func mapFile(f *os.File, capacity int64) (*File, error) {
+func mapFile(fs vfs.FS, f *os.File, capacity int64) (*File, error) {
 	if capacity > int64(^uint(0)>>1) {
 		return nil, fmt.Errorf("segment: capacity %d too large to map", capacity)
 	}
@@ -109,7 +114,7 @@ func mapFile(f *os.File, capacity int64) (*File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("segment: map %s: %w", f.Name(), err)
 	}
-	s := &File{buf: mm, mm: mm}
+	s := &File{buf: mm, mm: mm, fs: fs, path: f.Name()}
 	s.refs.Store(1)
 	return s, nil
 }
@@ -146,7 +151,7 @@ func (s *File) SyncRange(off, n int64) error {
 	}
 	start := off &^ (pageSize - 1)
 	end := min(off+n, int64(len(s.buf)))
-	return msync(s.buf[start:end])
+	return s.fs.Msync(s.path, s.buf[start:end])
 }
 
 // Sync makes the whole file durable.
@@ -154,19 +159,7 @@ func (s *File) Sync() error {
 	if s.mm == nil {
 		return nil
 	}
-	return msync(s.buf)
-}
-
-// msync is split out so that fault injection can replace it in tests.
-var msync = func(b []byte) error {
-	if len(b) == 0 {
-		return nil
-	}
-	_, _, e := unix.Syscall(unix.SYS_MSYNC, uintptr(unsafe.Pointer(&b[0])), uintptr(len(b)), unix.MS_SYNC)
-	if e != 0 {
-		return e
-	}
-	return nil
+	return s.fs.Msync(s.path, s.buf)
 }
 
 // Advise tells the kernel that [off, off+n) will be read sequentially soon.

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"github.com/durastream/durastream/vfs"
 	"io"
 	"os"
 	"path/filepath"
@@ -17,7 +18,7 @@ func newFile(t *testing.T, heap bool, capacity int64) *File {
 	if heap {
 		return NewHeap(capacity)
 	}
-	f, err := Create(filepath.Join(t.TempDir(), "seg"), capacity)
+	f, err := Create(nil, filepath.Join(t.TempDir(), "seg"), capacity)
 	if err != nil {
 		t.Fatalf("Create: %v", err)
 	}
@@ -36,7 +37,7 @@ func forKinds(t *testing.T, fn func(t *testing.T, heap bool)) {
 
 func TestCreateInvalidCapacity(t *testing.T) {
 	for _, c := range []int64{0, -1} {
-		if _, err := Create(filepath.Join(t.TempDir(), "x"), c); err == nil {
+		if _, err := Create(nil, filepath.Join(t.TempDir(), "x"), c); err == nil {
 			t.Errorf("Create capacity %d: want error", c)
 		}
 	}
@@ -44,7 +45,7 @@ func TestCreateInvalidCapacity(t *testing.T) {
 
 func TestCreatePreallocates(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "seg")
-	f, err := Create(path, 10000)
+	f, err := Create(nil, path, 10000)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +67,7 @@ func TestCreatePreallocates(t *testing.T) {
 
 func TestWriteAtBytesPersist(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "seg")
-	f, err := Create(path, 8192)
+	f, err := Create(nil, path, 8192)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +108,7 @@ func TestWriteAtBytesPersist(t *testing.T) {
 	}
 
 	// Open maps the file at its size; Create on an existing file keeps it.
-	g, err := Open(path)
+	g, err := Open(nil, path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +116,7 @@ func TestWriteAtBytesPersist(t *testing.T) {
 		t.Fatalf("Open: cap %d, %q", g.Cap(), g.Bytes(4096, 5))
 	}
 	g.Close()
-	h, err := Create(path, 16384)
+	h, err := Create(nil, path, 16384)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,14 +128,14 @@ func TestWriteAtBytesPersist(t *testing.T) {
 
 func TestOpenErrors(t *testing.T) {
 	dir := t.TempDir()
-	if _, err := Open(filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) {
+	if _, err := Open(nil, filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Open missing: %v", err)
 	}
 	empty := filepath.Join(dir, "empty")
 	if err := os.WriteFile(empty, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Open(empty); err == nil {
+	if _, err := Open(nil, empty); err == nil {
 		t.Error("Open empty file: want error")
 	}
 }
@@ -273,32 +274,43 @@ func TestAcquireRelease(t *testing.T) {
 	}
 }
 
+// msyncFS records msync lengths and returns err.
+type msyncFS struct {
+	vfs.FS
+	got []int
+	err error
+}
+
+func (m *msyncFS) Msync(_ string, b []byte) error {
+	m.got = append(m.got, len(b))
+	return m.err
+}
+
 func TestSyncRangeError(t *testing.T) {
-	f := newFile(t, false, 8192)
-	defer f.Close()
-	old := msync
-	defer func() { msync = old }()
 	boom := errors.New("boom")
-	var got []int
-	msync = func(b []byte) error { got = append(got, len(b)); return boom }
+	fs := &msyncFS{FS: vfs.OS, err: boom}
+	f, err := Create(fs, filepath.Join(t.TempDir(), "seg"), 8192)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
 	if err := f.SyncRange(4100, 10); !errors.Is(err, boom) {
 		t.Fatalf("SyncRange: %v", err)
 	}
 	// The range is widened down to the page start.
-	if want := int(4100-(4100&^(pageSize-1))) + 10; len(got) != 1 || got[0] != want {
-		t.Fatalf("msync lengths %v, want [%d]", got, want)
+	if want := int(4100-(4100&^(pageSize-1))) + 10; len(fs.got) != 1 || fs.got[0] != want {
+		t.Fatalf("msync lengths %v, want [%d]", fs.got, want)
 	}
 	if err := f.Sync(); !errors.Is(err, boom) {
 		t.Fatalf("Sync: %v", err)
 	}
 	// Past the end is clamped to the capacity.
-	got = nil
-	msync = func(b []byte) error { got = append(got, len(b)); return nil }
+	fs.got, fs.err = nil, nil
 	if err := f.SyncRange(8000, 1000); err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != 1 || int64(got[0]) != 8192-(8000&^(pageSize-1)) {
-		t.Fatalf("clamped msync lengths %v", got)
+	if len(fs.got) != 1 || int64(fs.got[0]) != 8192-(8000&^(pageSize-1)) {
+		t.Fatalf("clamped msync lengths %v", fs.got)
 	}
 }
 
@@ -422,7 +434,7 @@ func TestReadRecordErrors(t *testing.T) {
 func BenchmarkWriteRecord(b *testing.B) {
 	for _, size := range []int{100, 4 << 10} {
 		b.Run(fmt.Sprintf("payload=%d", size), func(b *testing.B) {
-			f, err := Create(filepath.Join(b.TempDir(), "seg"), 64<<20)
+			f, err := Create(nil, filepath.Join(b.TempDir(), "seg"), 64<<20)
 			if err != nil {
 				b.Fatal(err)
 			}

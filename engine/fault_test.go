@@ -1,0 +1,292 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/durastream/durastream/vfs/errorfs"
+)
+
+// Fault injection through vfs/errorfs: a full disk and failing syncs, on
+// the real file system.
+
+func faultOpts(fs *errorfs.FS) *Options {
+	return &Options{FS: fs, WALSegmentSize: 64 << 10, MinSegmentSize: 4096, MaxSegmentSize: 64 << 10,
+		CheckpointInterval: 1 << 40}
+}
+
+// acked tracks what a test has seen acknowledged per stream.
+type acked map[string][]byte
+
+func (a acked) check(t *testing.T, e *Engine) {
+	t.Helper()
+	for p, want := range a {
+		if got := readAll(t, e, p); got != string(want) {
+			t.Fatalf("%s: read %d bytes, want %d acknowledged bytes", p, len(got), len(want))
+		}
+	}
+}
+
+func TestDiskFullStreamSegment(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	fs := errorfs.New(nil)
+	e := openTest(t, dir, faultOpts(fs))
+	ok := acked{}
+	small := bytes.Repeat([]byte("s"), 100)
+	mustCreate(t, e, "a", CreateOptions{Data: small})
+	ok["a"] = append(ok["a"], small...)
+
+	fs.Inject(errorfs.Rule{Op: errorfs.Fallocate, PathContains: "/streams/", Err: syscall.ENOSPC})
+	// Space already reserved keeps working.
+	if _, err := e.Append(ctx, "a", small, AppendOptions{}); err != nil {
+		t.Fatalf("append into reserved space: %v", err)
+	}
+	ok["a"] = append(ok["a"], small...)
+	// Anything that needs a new file fails with ErrNoSpace and changes nothing.
+	big := bytes.Repeat([]byte("B"), 8000)
+	for i := 0; i < 3; i++ {
+		if _, err := e.Append(ctx, "a", big, AppendOptions{}); !errors.Is(err, ErrNoSpace) {
+			t.Fatalf("append needing a segment on a full disk: %v", err)
+		}
+	}
+	if _, _, err := e.Create(ctx, "b", CreateOptions{Data: small}); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("create with data on a full disk: %v", err)
+	}
+	if _, err := e.Head("b"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("failed create left a stream: %v", err)
+	}
+	ok.check(t, e) // reads keep working
+	if e.Err() != nil {
+		t.Fatalf("a full disk must not stop the engine: %v", e.Err())
+	}
+
+	fs.Clear() // space returns
+	if _, err := e.Append(ctx, "a", big, AppendOptions{}); err != nil {
+		t.Fatalf("append after space returned: %v", err)
+	}
+	ok["a"] = append(ok["a"], big...)
+	mustCreate(t, e, "b", CreateOptions{Data: small})
+	ok["b"] = small
+	ok.check(t, e)
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e = openTest(t, dir, nil)
+	defer e.Close()
+	ok.check(t, e)
+}
+
+func TestDiskFullJSONIndexStaysOnBoundaries(t *testing.T) {
+	ctx := context.Background()
+	fs := errorfs.New(nil)
+	o := faultOpts(fs)
+	o.IndexEvery = 64 // index every boundary, so a stale one would be used
+	e := openTest(t, t.TempDir(), o)
+	defer e.Close()
+	mustCreate(t, e, "j", CreateOptions{ContentType: "application/json"})
+	msg := `{"k":"` + strings.Repeat("x", 3000) + `"}`
+	// The commit log fills up now and then (64 KiB segments): an append
+	// whose bytes reached its stream but whose record did not reach the log
+	// must leave no boundary behind.
+	var n, failed int
+	// Windows of 200 appends (> one 64 KiB segment) with the disk full,
+	// so a rollover inside each finds no prepared segment.
+	for i := 0; i < 900; i++ {
+		if i%300 == 0 {
+			fs.Inject(errorfs.Rule{Op: errorfs.Fallocate, PathContains: "/wal/", Err: syscall.ENOSPC})
+		}
+		if i%300 == 200 {
+			fs.Clear()
+		}
+		body := "[" + msg + "," + msg + "]"
+		if i%3 == 0 {
+			// A message of another length, so a boundary left behind by a
+			// failed batch cannot coincide with a real one.
+			body = `{"k":"` + strings.Repeat("y", 777) + `"}`
+		}
+		_, err := e.Append(ctx, "j", []byte(body), AppendOptions{})
+		switch {
+		case err == nil && i%3 == 0:
+			n++
+		case err == nil:
+			n += 2
+		case errors.Is(err, ErrNoSpace):
+			failed++
+		default:
+			t.Fatal(err)
+		}
+	}
+	if failed == 0 {
+		t.Fatal("no append failed: the test did not exercise a full commit log")
+	}
+	// Every page ends on a message boundary: failed appends left no index
+	// entries behind.
+	total := 0
+	from := ReadFrom{Kind: FromStart}
+	for {
+		c, err := e.Read("j", from, ReadOptions{MaxBytes: 10000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var page []map[string]string
+		if err := json.Unmarshal(c.Bytes(), &page); err != nil {
+			t.Fatalf("page at %s is not a JSON array: %v", c.Start, err)
+		}
+		total += len(page)
+		c.Release()
+		if c.UpToDate {
+			break
+		}
+		from = At(c.Next)
+	}
+	if total != n {
+		t.Fatalf("read %d messages, %d acknowledged", total, n)
+	}
+}
+
+func TestDiskFullCommitLog(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	fs := errorfs.New(nil)
+	e := openTest(t, dir, faultOpts(fs))
+	ok := acked{}
+	mustCreate(t, e, "a", CreateOptions{})
+	fs.Inject(errorfs.Rule{Op: errorfs.Fallocate, PathContains: "/wal/", Err: syscall.ENOSPC})
+	body := bytes.Repeat([]byte("w"), 1000)
+	failed := 0
+	for i := 0; i < 200 && failed < 3; i++ {
+		if _, err := e.Append(ctx, "a", body, AppendOptions{}); err != nil {
+			if !errors.Is(err, ErrNoSpace) {
+				t.Fatalf("append %d: %v", i, err)
+			}
+			failed++
+			continue
+		}
+		ok["a"] = append(ok["a"], body...)
+	}
+	if failed == 0 {
+		t.Fatal("the commit log never needed a new segment")
+	}
+	ok.check(t, e)
+	if e.Err() != nil {
+		t.Fatalf("engine stopped on a full disk: %v", e.Err())
+	}
+	fs.Clear()
+	for i := 0; i < 100; i++ {
+		if _, err := e.Append(ctx, "a", body, AppendOptions{}); err != nil {
+			t.Fatalf("append after space returned: %v", err)
+		}
+		ok["a"] = append(ok["a"], body...)
+	}
+	e.Close()
+	e = openTest(t, dir, nil)
+	defer e.Close()
+	ok.check(t, e)
+}
+
+func TestSyncFailureStopsWrites(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	fs := errorfs.New(nil)
+	e := openTest(t, dir, faultOpts(fs))
+	ok := acked{}
+	mustCreate(t, e, "a", CreateOptions{})
+	body := []byte("acknowledged;")
+	for i := 0; i < 20; i++ {
+		if _, err := e.Append(ctx, "a", body, AppendOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		ok["a"] = append(ok["a"], body...)
+	}
+	fs.Inject(errorfs.Rule{Op: errorfs.Msync, PathContains: "/wal/", Err: syscall.EIO, Times: 1})
+	if _, err := e.Append(ctx, "a", []byte("lost?"), AppendOptions{}); !errors.Is(err, ErrFailed) {
+		t.Fatalf("append whose commit sync failed: %v", err)
+	}
+	// The failure is sticky even though the next sync would succeed: a sync
+	// is never retried and then trusted.
+	if !errors.Is(e.Err(), ErrFailed) {
+		t.Fatalf("Err() = %v, want ErrFailed", e.Err())
+	}
+	if _, err := e.Append(ctx, "a", body, AppendOptions{}); !errors.Is(err, ErrFailed) {
+		t.Fatalf("append after a failed sync: %v", err)
+	}
+	if _, _, err := e.Create(ctx, "b", CreateOptions{}); !errors.Is(err, ErrFailed) {
+		t.Fatalf("create after a failed sync: %v", err)
+	}
+	ok.check(t, e) // reads keep working
+	e.Close()
+
+	e = openTest(t, dir, nil) // restart: back to the last durable state
+	defer e.Close()
+	got := readAll(t, e, "a")
+	if !strings.HasPrefix(got, string(ok["a"])) || len(got) > len(ok["a"])+len("lost?") {
+		t.Fatalf("after restart: %q", got)
+	}
+	if _, err := e.Append(ctx, "a", body, AppendOptions{}); err != nil {
+		t.Fatalf("append after restart: %v", err)
+	}
+}
+
+func TestCheckpointFaults(t *testing.T) {
+	ctx := context.Background()
+	cases := []struct {
+		name     string
+		rule     errorfs.Rule
+		stops    bool // the engine must stop accepting writes
+		ckptFail bool
+	}{
+		{"syncfs EIO", errorfs.Rule{Op: errorfs.Syncfs, Err: syscall.EIO, Times: 1}, true, true},
+		{"rename EIO", errorfs.Rule{Op: errorfs.Rename, PathContains: "checkpoint", Err: syscall.EIO, Times: 1}, false, true},
+		{"checkpoint write ENOSPC", errorfs.Rule{Op: errorfs.Write, PathContains: "checkpoint", Err: syscall.ENOSPC, Times: 1}, false, true},
+		{"index write ENOSPC", errorfs.Rule{Op: errorfs.Write, PathContains: ".index", Err: syscall.ENOSPC, Times: 1}, false, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			fs := errorfs.New(nil)
+			e := openTest(t, dir, faultOpts(fs))
+			ok := acked{}
+			mustCreate(t, e, "a", CreateOptions{})
+			body := bytes.Repeat([]byte("c"), 1000)
+			for i := 0; i < 30; i++ { // > 4 KiB: the index has entries to flush
+				if _, err := e.Append(ctx, "a", body, AppendOptions{}); err != nil {
+					t.Fatal(err)
+				}
+				ok["a"] = append(ok["a"], body...)
+			}
+			fs.Inject(tc.rule)
+			err := e.Checkpoint()
+			if tc.ckptFail != (err != nil) {
+				t.Fatalf("Checkpoint() = %v", err)
+			}
+			if fs.Hits() == 0 {
+				t.Fatal("the fault was never hit")
+			}
+			_, aerr := e.Append(ctx, "a", body, AppendOptions{})
+			if tc.stops {
+				if !errors.Is(aerr, ErrFailed) || !errors.Is(e.Err(), ErrFailed) {
+					t.Fatalf("after a failed syncfs: append %v, Err %v", aerr, e.Err())
+				}
+			} else {
+				if aerr != nil {
+					t.Fatalf("append after a failed checkpoint: %v", aerr)
+				}
+				ok["a"] = append(ok["a"], body...)
+				if err := e.Checkpoint(); err != nil {
+					t.Fatalf("the next checkpoint: %v", err)
+				}
+			}
+			ok.check(t, e)
+			e.Close()
+			e = openTest(t, dir, nil)
+			defer e.Close()
+			ok.check(t, e)
+		})
+	}
+}

@@ -1,0 +1,78 @@
+package server
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/durastream/durastream/engine"
+	"github.com/durastream/durastream/vfs/errorfs"
+)
+
+// Faults injected under a real (sync) engine, seen through HTTP.
+func TestHTTPDiskFullAndSyncFailure(t *testing.T) {
+	fs := errorfs.New(nil)
+	eng, err := engine.Open(t.TempDir(), &engine.Options{FS: fs, CheckpointInterval: 1 << 40})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	srv, err := New(eng, Config{LongPollTimeout: 100e6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := httptest.NewServer(srv)
+	defer ts.Close()
+	do := func(method, path, body string) (*http.Response, string) {
+		req, _ := http.NewRequest(method, ts.URL+path, strings.NewReader(body))
+		if body != "" {
+			req.Header.Set("Content-Type", "text/plain")
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp, string(b)
+	}
+	if resp, _ := do("PUT", "/v1/stream/a", "first;"); resp.StatusCode != 201 {
+		t.Fatalf("create: %d", resp.StatusCode)
+	}
+
+	// Disk full: a new stream needs a file. 507 with a message; reads work.
+	fs.Inject(errorfs.Rule{Op: errorfs.Fallocate, PathContains: "/streams/", Err: syscall.ENOSPC})
+	resp, msg := do("PUT", "/v1/stream/b", "data")
+	if resp.StatusCode != http.StatusInsufficientStorage || !strings.Contains(msg, "no space") {
+		t.Fatalf("create on a full disk: %d %q", resp.StatusCode, msg)
+	}
+	if resp, body := do("GET", "/v1/stream/a?offset=-1", ""); resp.StatusCode != 200 || body != "first;" {
+		t.Fatalf("read on a full disk: %d %q", resp.StatusCode, body)
+	}
+	if resp, _ := do("GET", "/health", ""); resp.StatusCode != 200 {
+		t.Fatalf("health on a full disk: %d (a full disk is not a failure)", resp.StatusCode)
+	}
+	fs.Clear()
+	if resp, _ := do("PUT", "/v1/stream/b", "data"); resp.StatusCode != 201 {
+		t.Fatalf("create after space returned: %d", resp.StatusCode)
+	}
+
+	// A failed commit sync: 503, writes stop, health says so, reads work.
+	fs.Inject(errorfs.Rule{Op: errorfs.Msync, PathContains: "/wal/", Err: syscall.EIO, Times: 1})
+	if resp, msg := do("POST", "/v1/stream/a", "second;"); resp.StatusCode != http.StatusServiceUnavailable || msg == "" {
+		t.Fatalf("append whose sync failed: %d %q", resp.StatusCode, msg)
+	}
+	if resp, _ := do("POST", "/v1/stream/a", "third;"); resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("append after a failed sync: %d", resp.StatusCode)
+	}
+	resp, msg = do("GET", "/health", "")
+	if resp.StatusCode != http.StatusServiceUnavailable || !strings.Contains(msg, "unavailable") {
+		t.Fatalf("health after a failed sync: %d %q", resp.StatusCode, msg)
+	}
+	if resp, body := do("GET", "/v1/stream/a?offset=-1", ""); resp.StatusCode != 200 || body != "first;" {
+		t.Fatalf("read after a failed sync: %d %q", resp.StatusCode, body)
+	}
+}
