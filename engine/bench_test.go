@@ -113,6 +113,13 @@ func BenchmarkAppend(b *testing.B) {
 		b.Run(fmt.Sprintf("g=%d/streams=%d", sh.g, sh.streams), func(b *testing.B) {
 			e := benchEngine(b, nil)
 			paths := createStreams(b, e, sh.streams, "application/octet-stream")
+			// Steady state: every stream already has its file, as every
+			// baseline stream does (stream creation: BenchmarkManyStreams).
+			for _, p := range paths {
+				if _, err := e.Append(context.Background(), p, body, AppendOptions{}); err != nil {
+					b.Fatal(err)
+				}
+			}
 			before := e.Stats()
 			start := time.Now()
 			runParallel(b, sh.g, func(w, i int) error {
