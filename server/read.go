@@ -239,31 +239,28 @@ var (
 
 func compress(coding string, bufs [][]byte) ([]byte, error) {
 	var out bytes.Buffer
+	var zw io.WriteCloser
 	switch coding {
 	case "gzip":
-		zw := gzipPool.Get().(*gzip.Writer)
-		defer gzipPool.Put(zw)
-		zw.Reset(&out)
-		for _, b := range bufs {
-			if _, err := zw.Write(b); err != nil {
-				return nil, err
-			}
-		}
-		if err := zw.Close(); err != nil {
-			return nil, err
-		}
+		gz := gzipPool.Get().(*gzip.Writer)
+		defer gzipPool.Put(gz)
+		gz.Reset(&out)
+		zw = gz
 	case "zstd":
-		zw := zstdPool.Get().(*zstd.Encoder)
-		defer zstdPool.Put(zw)
-		zw.Reset(&out)
-		for _, b := range bufs {
-			if _, err := zw.Write(b); err != nil {
-				return nil, err
-			}
-		}
-		if err := zw.Close(); err != nil {
+		zs := zstdPool.Get().(*zstd.Encoder)
+		defer zstdPool.Put(zs)
+		zs.Reset(&out)
+		zw = zs
+	default:
+		return nil, errors.New("unknown coding " + coding)
+	}
+	for _, b := range bufs {
+		if _, err := zw.Write(b); err != nil {
 			return nil, err
 		}
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
 	}
 	return out.Bytes(), nil
 }

@@ -58,15 +58,9 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request, name strin
 		s.writeError(w, r, err)
 		return
 	}
-	h := w.Header()
-	h.Set("Content-Type", info.ContentType)
-	h.Set(hNextOffset, info.Tail.String())
-	h.Set("Cache-Control", "no-store")
-	if info.Closed {
-		h.Set(hStreamClosed, "true")
-	}
+	setInfoHeaders(w.Header(), info)
 	if created {
-		h.Set("Location", requestOrigin(r)+r.URL.EscapedPath())
+		w.Header().Set("Location", requestOrigin(r)+r.URL.EscapedPath())
 		w.WriteHeader(http.StatusCreated)
 		return
 	}
@@ -136,19 +130,24 @@ func (s *Server) handleHead(w http.ResponseWriter, r *http.Request, name string)
 		return
 	}
 	h := w.Header()
-	h.Set("Content-Type", info.ContentType)
-	h.Set(hNextOffset, info.Tail.String())
-	h.Set("Cache-Control", "no-store")
+	setInfoHeaders(h, info)
 	if info.HasTTL {
 		h.Set(hTTL, strconv.FormatUint(info.TTL, 10))
 	}
 	if !info.ExpiresAt.IsZero() {
 		h.Set(hExpiresAt, info.ExpiresAt.UTC().Format(time.RFC3339Nano))
 	}
+	w.WriteHeader(http.StatusOK)
+}
+
+// setInfoHeaders sets the metadata headers that create and HEAD share.
+func setInfoHeaders(h http.Header, info engine.StreamInfo) {
+	h.Set("Content-Type", info.ContentType)
+	h.Set(hNextOffset, info.Tail.String())
+	h.Set("Cache-Control", "no-store")
 	if info.Closed {
 		h.Set(hStreamClosed, "true")
 	}
-	w.WriteHeader(http.StatusOK)
 }
 
 // requestOrigin returns scheme://host of the request, for absolute URLs.
