@@ -79,6 +79,9 @@ func crashOptions() *engine.Options {
 		WALSegmentSize:     1 << 20,
 		MinSegmentSize:     4096,
 		MaxSegmentSize:     64 << 10,
+		// Bodies over 8 KiB go by reference (data only in the stream's
+		// segment, synced by the appender), so kills hit that path too.
+		LargeAppendBytes: 8 << 10,
 	}
 }
 

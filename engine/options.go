@@ -42,6 +42,11 @@ type Options struct {
 	// Default 64 MiB. Larger appends fail with ErrTooLarge.
 	MaxRecordSize int64
 
+	// LargeAppendBytes: appends at least this large are written once, to
+	// their stream's segment, which the appender syncs itself; the commit
+	// log records only their length and checksum. Default 256 KiB.
+	LargeAppendBytes int64
+
 	// IndexEvery is the spacing of sparse offset index entries. Default 4 KiB.
 	IndexEvery uint64
 
@@ -98,6 +103,9 @@ func (o *Options) withDefaults() Options {
 	}
 	if r.MaxRecordSize == 0 {
 		r.MaxRecordSize = 64 << 20
+	}
+	if r.LargeAppendBytes == 0 {
+		r.LargeAppendBytes = 256 << 10
 	}
 	if r.IndexEvery == 0 {
 		r.IndexEvery = 4 << 10

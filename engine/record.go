@@ -24,6 +24,7 @@ const (
 	fProducer = 1 << 4
 	fSeq      = 1 << 5
 	fForkOff  = 1 << 6 // the create request named an explicit fork offset
+	fRef      = 1 << 7 // large append: the data is in the stream's segment, the record has its length and CRC
 )
 
 var errShortRecord = errors.New("short commit-log record")
@@ -68,6 +69,8 @@ type appendRec struct {
 	epoch    uint64
 	seq      uint64
 	mseq     string // Stream-Seq
+	refLen   uint64 // fRef: length and CRC32C of the data in the stream's segment
+	refCRC   uint32
 }
 
 func (r *appendRec) encode(b []byte) []byte {
@@ -82,6 +85,10 @@ func (r *appendRec) encode(b []byte) []byte {
 	}
 	if r.flags&fSeq != 0 {
 		b = appendString(b, r.mseq)
+	}
+	if r.flags&fRef != 0 {
+		b = binary.AppendUvarint(b, r.refLen)
+		b = binary.LittleEndian.AppendUint32(b, r.refCRC)
 	}
 	return b
 }
@@ -189,6 +196,15 @@ func decodeAppend(p []byte) (appendRec, []byte, error) {
 	}
 	if r.flags&fSeq != 0 {
 		r.mseq = d.str()
+	}
+	if r.flags&fRef != 0 {
+		r.refLen = d.uvarint()
+		if d.err == nil && len(d.b) >= 4 {
+			r.refCRC = binary.LittleEndian.Uint32(d.b)
+			d.b = d.b[4:]
+		} else {
+			d.err = errShortRecord
+		}
 	}
 	return r, d.b, d.err
 }

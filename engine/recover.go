@@ -3,6 +3,7 @@ package engine
 import (
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"os"
 	"path/filepath"
 	"time"
@@ -32,9 +33,10 @@ func (e *Engine) recover() error {
 		segs = []*walSeg{s}
 	} else {
 		replayed := 0
+		stopped := make(map[uint64]bool)
 		segs, pos, err = scanWAL(e.opts.FS, walDir, bases, start, e.opts.WALSegmentSize, func(lsn uint64, p []byte) error {
 			replayed++
-			return e.replay(byID, p)
+			return e.replay(byID, stopped, p)
 		})
 		if err != nil {
 			return fmt.Errorf("engine: replay commit log: %w", err)
@@ -78,8 +80,12 @@ func (e *Engine) recover() error {
 }
 
 // replay applies one commit-log record. Records the checkpoint already
-// reflects are recognized by stream id and offset and skipped.
-func (e *Engine) replay(byID map[uint64]*stream, p []byte) error {
+// reflects are recognized by stream id and offset and skipped. A large
+// append recorded by reference whose bytes in the stream's segment do not
+// match its checksum was never acknowledged (its appender syncs them before
+// answering), and neither was any later append of that stream (their
+// answers wait for it): the stream's appends stop there (stopped).
+func (e *Engine) replay(byID map[uint64]*stream, stopped map[uint64]bool, p []byte) error {
 	if len(p) == 0 {
 		return fmt.Errorf("%w: empty record", ErrCorrupt)
 	}
@@ -123,16 +129,32 @@ func (e *Engine) replay(byID map[uint64]*stream, p []byte) error {
 			return fmt.Errorf("%w: append record: %w", ErrCorrupt, err)
 		}
 		s := byID[r.id]
-		if s == nil || r.offset+uint64(len(data)) <= uint64(s.tail) && (len(data) > 0 || s.closed) {
-			return nil // deleted later, or already in the checkpoint
+		n := uint64(len(data))
+		if r.flags&fRef != 0 {
+			n = r.refLen
+		}
+		if s == nil || stopped[r.id] || r.offset+n <= uint64(s.tail) && (n > 0 || s.closed) {
+			return nil // deleted later, cut short, or already in the checkpoint
 		}
 		if r.offset != uint64(s.tail) {
 			return fmt.Errorf("%w: stream %q: record at offset %d, tail is %d", ErrCorrupt, s.path, r.offset, s.tail)
 		}
-		if err := e.writeData(s, s.tail, data); err != nil {
+		if r.flags&fRef != 0 {
+			ok, err := e.putData(s, s.tail, int64(n), func(b []byte) bool {
+				return crc32.Checksum(b, castagnoli) == r.refCRC
+			})
+			if err != nil {
+				return err
+			}
+			if !ok {
+				e.log.Warn("large append never became durable; stream ends before it", "stream", s.path, "offset", s.tail)
+				stopped[r.id] = true
+				return nil
+			}
+		} else if err := e.writeData(s, s.tail, data); err != nil {
 			return err
 		}
-		s.tail += Offset(len(data))
+		s.tail += Offset(n)
 		if r.flags&fSeq != 0 {
 			s.mseq = r.mseq
 		}

@@ -220,39 +220,72 @@ func (st *storage) removeFiles(id uint64, segs []*dataSeg) error {
 // boundary at its end. If the append then fails to commit, undoData must
 // take the index entries and any new segment back. Called with s.mu held.
 func (e *Engine) writeData(s *stream, off Offset, data []byte) error {
-	if len(data) == 0 {
-		return nil
+	_, err := e.putData(s, off, int64(len(data)), func(dst []byte) bool {
+		copy(dst, data)
+		return true
+	})
+	return err
+}
+
+// putData places n bytes at off in s's segments (a new segment when they do
+// not fit the last one), hands the mapped destination to fill, and indexes
+// the end boundary. fill returning false (recovery found bytes that do not
+// match their checksum) leaves the layout and index unchanged. Called with
+// s.mu held.
+func (e *Engine) putData(s *stream, off Offset, n int64, fill func(dst []byte) bool) (bool, error) {
+	if n == 0 {
+		return true, nil
 	}
 	if s.data == nil {
 		s.data = &streamData{idx: index.New(e.opts.IndexEvery)}
 	}
 	d := s.data
 	if err := e.ensureIndex(s); err != nil {
-		return err
+		return false, err
 	}
-	end := uint64(off) + uint64(len(data))
+	end := uint64(off) + uint64(n)
 	ds := d.lastSeg()
 	create := false
 	if ds == nil || uint64(off) < ds.base || end > ds.base+uint64(ds.cap) {
-		ds = &dataSeg{base: uint64(off), cap: e.store.nextCap(ds, int64(len(data))), ord: uint32(len(d.segs)), slot: -1}
+		ds = &dataSeg{base: uint64(off), cap: e.store.nextCap(ds, n), ord: uint32(len(d.segs)), slot: -1}
 		create = true
 	}
 	f, err := e.store.pin(s.id, ds, create)
 	if err != nil {
-		return err // e.g. ENOSPC: the layout is unchanged, a later append retries
+		return false, err // e.g. ENOSPC: the layout is unchanged, a later append retries
+	}
+	ok := fill(f.Bytes(int64(uint64(off)-ds.base), n))
+	f.Release()
+	if !ok {
+		if create {
+			e.store.drop([]*dataSeg{ds})
+		}
+		return false, nil
 	}
 	if create {
 		d.segs = append(d.segs, ds)
 		d.idx.Add(index.Entry{Off: uint64(off), Seg: ds.ord, Pos: 0})
 	}
-	err = f.WriteAt(data, int64(uint64(off)-ds.base))
-	f.Release()
-	if err != nil {
-		return err
-	}
 	d.idx.Add(index.Entry{Off: end, Seg: ds.ord, Pos: uint32(end - ds.base)})
-	e.storedBytes.Add(int64(len(data)))
-	return nil
+	e.storedBytes.Add(n)
+	return true, nil
+}
+
+// pinRange pins the segment holding s's own bytes [from, to) (one segment:
+// appends never span two) and returns it with the range inside it, so that
+// a large append can sync its bytes after s.mu is released. Called with
+// s.mu held; the caller must Release the file.
+func (e *Engine) pinRange(s *stream, from, to Offset) (*segment.File, int64, int64, error) {
+	d := s.data
+	ds := d.lastSeg()
+	for i := len(d.segs) - 1; i >= 0 && d.segs[i].base > uint64(from); i-- {
+		ds = d.segs[i-1]
+	}
+	f, err := e.store.pin(s.id, ds, false)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	return f, int64(uint64(from) - ds.base), int64(to - from), nil
 }
 
 // undoData forgets an append at off that wrote its bytes but did not

@@ -57,12 +57,14 @@ type stream struct {
 	data      *streamData // nil until the stream has its own bytes
 	forks     int32       // live forks reading this stream's data
 	state     int32       // stLive, stSoftDeleted, stDeleted (also atomically readable)
+	refEnd    Offset      // end of the last large append written by reference (fRef)
 
 	// published
 	vis        atomic.Uint64 // readable tail
 	visClosed  atomic.Bool
-	ready      atomic.Bool  // create is durable
-	lastAccess atomic.Int64 // unix nanos; reads and writes, not HEAD (sliding TTL)
+	ready      atomic.Bool   // create is durable
+	lastAccess atomic.Int64  // unix nanos; reads and writes, not HEAD (sliding TTL)
+	refDone    atomic.Uint64 // every by-reference append below this offset is durable
 	wake       atomic.Pointer[chan struct{}]
 }
 

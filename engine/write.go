@@ -3,7 +3,11 @@ package engine
 import (
 	"context"
 	"fmt"
+	"hash/crc32"
+	"sync/atomic"
 	"time"
+
+	"github.com/durastream/durastream/segment"
 )
 
 // DefaultContentType is used when a stream is created without one.
@@ -391,18 +395,74 @@ func (e *Engine) Append(ctx context.Context, path string, data []byte, o AppendO
 	}
 
 	s.mu.Lock()
-	res, lsn, wait, err := e.appendLocked(s, data, &o)
+	res, p, err := e.appendLocked(s, data, &o)
 	s.mu.Unlock()
 	if err != nil {
 		return res, err
 	}
-	if err := e.durable(wait); err != nil {
+	if p.refFile != nil {
+		// A large append's bytes are only in its segment: sync them here,
+		// in parallel with the group commit of its small record.
+		err := p.refFile.SyncRange(p.refPos, p.refLen)
+		p.refFile.Release()
+		if err != nil {
+			e.wal.fail(fmt.Errorf("sync stream data: %w", err))
+			s.notify()
+			return AppendResult{}, e.wal.err()
+		}
+	}
+	if err := e.durable(p.wait); err != nil {
 		return AppendResult{}, err
 	}
-	if lsn != 0 || e.wal == nil {
+	if err := e.refsDurable(s, p.refBefore); err != nil {
+		return AppendResult{}, err
+	}
+	if p.refFile != nil {
+		advance(&s.refDone, uint64(res.Tail))
+		s.notify()
+	}
+	if p.lsn != 0 || e.wal == nil {
 		s.publish(res.Tail, res.Closed)
 	}
 	return res, nil
+}
+
+// pending is what an append must wait for after releasing the stream lock.
+type pending struct {
+	lsn       uint64 // the new record's LSN (0: none written)
+	wait      uint64 // LSN to be durable before answering
+	refBefore Offset // by-reference appends below this must be durable first
+	// A by-reference append's bytes, to sync before answering.
+	refFile        *segment.File
+	refPos, refLen int64
+}
+
+// refsDurable waits until every by-reference append of s below off is
+// durable. Their appenders sync them concurrently; an answer that depends
+// on one (a later append, a duplicate) must not come first, or a crash
+// could lose bytes below an acknowledged offset.
+func (e *Engine) refsDurable(s *stream, off Offset) error {
+	for s.refDone.Load() < uint64(off) {
+		ch := s.waitChan()
+		if s.refDone.Load() >= uint64(off) {
+			break
+		}
+		if err := e.Err(); err != nil {
+			return err
+		}
+		<-ch
+	}
+	return nil
+}
+
+// advance raises v to at least x.
+func advance(v *atomic.Uint64, x uint64) {
+	for {
+		old := v.Load()
+		if old >= x || v.CompareAndSwap(old, x) {
+			return
+		}
+	}
 }
 
 // precheck reports the errors that outrank a body's validity.
@@ -424,12 +484,13 @@ func (e *Engine) precheck(s *stream, hasBody bool, o *AppendOptions) error {
 //
 // Checks run in the protocol's precedence: closed stream, content type,
 // producer epoch/sequence, Stream-Seq.
-func (e *Engine) appendLocked(s *stream, data []byte, o *AppendOptions) (AppendResult, uint64, uint64, error) {
+func (e *Engine) appendLocked(s *stream, data []byte, o *AppendOptions) (AppendResult, pending, error) {
+	pend := pending{refBefore: s.refEnd}
 	switch s.state {
 	case stSoftDeleted:
-		return AppendResult{}, 0, 0, ErrGone
+		return AppendResult{}, pending{}, ErrGone
 	case stDeleted:
-		return AppendResult{}, 0, 0, ErrNotFound
+		return AppendResult{}, pending{}, ErrNotFound
 	}
 	p := o.Producer
 	if s.closed {
@@ -437,17 +498,19 @@ func (e *Engine) appendLocked(s *stream, data []byte, o *AppendOptions) (AppendR
 		if p != nil {
 			if c := s.closedBy; c != nil && c.id == p.ID && c.epoch == p.Epoch && c.seq == p.Seq {
 				res.ProducerEpoch, res.ProducerSeq = p.Epoch, p.Seq
-				return res, 0, s.lastLSN, nil
+				pend.wait = s.lastLSN
+				return res, pend, nil
 			}
-			return AppendResult{}, 0, 0, &ClosedError{Final: s.tail}
+			return AppendResult{}, pending{}, &ClosedError{Final: s.tail}
 		}
 		if len(data) == 0 && o.Close {
-			return res, 0, s.lastLSN, nil // closing again is idempotent
+			pend.wait = s.lastLSN
+			return res, pend, nil // closing again is idempotent
 		}
-		return AppendResult{}, 0, 0, &ClosedError{Final: s.tail}
+		return AppendResult{}, pending{}, &ClosedError{Final: s.tail}
 	}
 	if len(data) > 0 && o.ContentType != "" && !sameMediaType(o.ContentType, s.meta.contentType) {
-		return AppendResult{}, 0, 0, ErrContentType
+		return AppendResult{}, pending{}, ErrContentType
 	}
 	var prod *producer
 	if p != nil {
@@ -455,28 +518,29 @@ func (e *Engine) appendLocked(s *stream, data []byte, o *AppendOptions) (AppendR
 		switch {
 		case prod == nil:
 			if p.Seq != 0 {
-				return AppendResult{}, 0, 0, &SeqGapError{Expected: 0, Received: p.Seq}
+				return AppendResult{}, pending{}, &SeqGapError{Expected: 0, Received: p.Seq}
 			}
 		case p.Epoch < prod.epoch:
-			return AppendResult{}, 0, 0, &StaleEpochError{Current: prod.epoch}
+			return AppendResult{}, pending{}, &StaleEpochError{Current: prod.epoch}
 		case p.Epoch > prod.epoch:
 			if p.Seq != 0 {
-				return AppendResult{}, 0, 0, ErrEpochSeq
+				return AppendResult{}, pending{}, ErrEpochSeq
 			}
 		case p.Seq <= prod.seq:
 			// A retry of something already written: answer once it is durable.
-			return AppendResult{Tail: s.tail, Duplicate: true, ProducerEpoch: prod.epoch, ProducerSeq: prod.seq}, 0, prod.lsn, nil
+			pend.wait = prod.lsn
+			return AppendResult{Tail: s.tail, Duplicate: true, ProducerEpoch: prod.epoch, ProducerSeq: prod.seq}, pend, nil
 		case p.Seq > prod.seq+1:
-			return AppendResult{}, 0, 0, &SeqGapError{Expected: prod.seq + 1, Received: p.Seq}
+			return AppendResult{}, pending{}, &SeqGapError{Expected: prod.seq + 1, Received: p.Seq}
 		}
 	}
 	if o.Seq != "" && s.mseq != "" && o.Seq <= s.mseq {
-		return AppendResult{}, 0, 0, ErrSeqRegression
+		return AppendResult{}, pending{}, ErrSeqRegression
 	}
 
 	off := s.tail
 	if err := e.writeData(s, off, data); err != nil {
-		return AppendResult{}, 0, 0, err
+		return AppendResult{}, pending{}, err
 	}
 	rec := appendRec{id: s.id, offset: uint64(off)}
 	if o.Close {
@@ -490,13 +554,29 @@ func (e *Engine) appendLocked(s *stream, data []byte, o *AppendOptions) (AppendR
 		rec.flags |= fSeq
 		rec.mseq = o.Seq
 	}
+	tailData := data
+	if e.wal != nil && int64(len(data)) >= e.opts.LargeAppendBytes {
+		rec.flags |= fRef
+		rec.refLen, rec.refCRC = uint64(len(data)), crc32.Checksum(data, castagnoli)
+		tailData = nil
+	}
 	meta := e.getBuf()
 	*meta = rec.encode((*meta)[:0])
-	lsn, err := e.commit(*meta, data)
+	lsn, err := e.commit(*meta, tailData)
 	e.putBuf(meta)
+	if err == nil && rec.flags&fRef != 0 {
+		pend.refFile, pend.refPos, pend.refLen, err = e.pinRange(s, off, off+Offset(len(data)))
+		if err != nil {
+			e.wal.fail(err) // the record is in the log: its data must be synced
+		}
+	}
 	if err != nil {
 		e.undoData(s, off)
-		return AppendResult{}, 0, 0, err
+		e.storedBytes.Add(-int64(len(data)))
+		return AppendResult{}, pending{}, err
+	}
+	if rec.flags&fRef != 0 {
+		s.refEnd = off + Offset(len(data))
 	}
 	s.tail += Offset(len(data))
 	s.lastLSN = lsn
@@ -515,7 +595,8 @@ func (e *Engine) appendLocked(s *stream, data []byte, o *AppendOptions) (AppendR
 			s.closedBy = &producerTuple{id: p.ID, epoch: p.Epoch, seq: p.Seq}
 		}
 	}
-	return res, lsn, lsn, nil
+	pend.lsn, pend.wait = lsn, lsn
+	return res, pend, nil
 }
 
 func (s *stream) setProducer(id string, epoch, seq, lsn uint64) {
