@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"math"
 	"strings"
 	"time"
 )
@@ -38,6 +39,30 @@ type Config struct {
 	CompressMinBytes int64
 	// Logger receives request errors and lifecycle logs. Default: discard.
 	Logger *slog.Logger
+
+	// Limits against hostile clients (limits.go).
+
+	// MaxPathBytes bounds the stream path (after the prefix, unescaped);
+	// longer is 414. Default 1024.
+	MaxPathBytes int
+	// MaxLiveReaders caps long-poll and SSE readers waiting or streaming at
+	// once; beyond it a live read is 503 with Retry-After. Default 10000;
+	// negative: no cap.
+	MaxLiveReaders int
+	// RateLimit is the requests per second allowed per client IP (token
+	// bucket, golang.org/x/time/rate); excess requests are 429 with
+	// Retry-After. 0 (the default) turns rate limiting off.
+	RateLimit float64
+	// RateBurst is the token bucket size per client. Default: one second's
+	// worth of RateLimit, at least 1.
+	RateBurst int
+	// RateLimitClients bounds how many client limiters are kept; idle ones
+	// are evicted, and when the table is still full new clients share one
+	// overflow limiter. Default 100000.
+	RateLimitClients int
+	// TrustForwardedFor identifies clients by the last X-Forwarded-For
+	// address (the one the trusted proxy appended) instead of the TCP peer.
+	TrustForwardedFor bool
 }
 
 func (c Config) withDefaults() Config {
@@ -71,6 +96,18 @@ func (c Config) withDefaults() Config {
 	if c.CompressMinBytes == 0 {
 		c.CompressMinBytes = 1 << 10
 	}
+	if c.MaxPathBytes == 0 {
+		c.MaxPathBytes = 1024
+	}
+	if c.MaxLiveReaders == 0 {
+		c.MaxLiveReaders = 10000
+	}
+	if c.RateBurst == 0 && c.RateLimit > 0 {
+		c.RateBurst = max(1, int(math.Ceil(c.RateLimit)))
+	}
+	if c.RateLimitClients == 0 {
+		c.RateLimitClients = 100000
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -86,6 +123,12 @@ func (c Config) Validate() error {
 	}
 	if c.MaxAppendBytes < 0 || c.MaxReadBytes < 0 {
 		errs = append(errs, errors.New("byte limits must not be negative"))
+	}
+	if c.MaxPathBytes < 0 || c.RateBurst < 0 || c.RateLimitClients < 0 {
+		errs = append(errs, errors.New("path, burst and client limits must not be negative"))
+	}
+	if c.RateLimit < 0 || math.IsNaN(c.RateLimit) || math.IsInf(c.RateLimit, 0) {
+		errs = append(errs, errors.New("the rate limit must be a finite number >= 0"))
 	}
 	if strings.Contains(c.Prefix, "__ds") {
 		errs = append(errs, errors.New("the stream prefix must not contain the reserved __ds segment"))

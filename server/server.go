@@ -28,6 +28,8 @@ type Server struct {
 	life    context.Context
 	endLife context.CancelFunc
 	readers atomic.Int64 // live long-poll and SSE readers
+	live    atomic.Int64 // live reads admitted under MaxLiveReaders (limits.go)
+	limiter *rateLimiter // nil without RateLimit
 }
 
 // New returns a handler serving eng.
@@ -37,7 +39,8 @@ func New(eng *engine.Engine, cfg Config) (*Server, error) {
 	}
 	cfg = cfg.withDefaults()
 	life, end := context.WithCancel(context.Background())
-	return &Server{eng: eng, cfg: cfg, log: cfg.Logger, metrics: newMetrics(), life: life, endLife: end}, nil
+	return &Server{eng: eng, cfg: cfg, log: cfg.Logger, metrics: newMetrics(), life: life, endLife: end,
+		limiter: newRateLimiter(cfg)}, nil
 }
 
 // Shutdown ends live long-poll and SSE reads so that http.Server.Shutdown
@@ -68,6 +71,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer func() { s.metrics.observeRequest(op, rec.status) }()
 
 	path := r.URL.Path
+	if path != "/health" && path != "/metrics" && s.rateLimited(rec, r) {
+		op = "rate-limited"
+		return
+	}
 	switch {
 	case path == "/health":
 		op = "health"
@@ -113,34 +120,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.handleHead(rec, r, name)
 	case http.MethodGet:
 		op = "read"
+		release, ok := s.admitLive(rec, r, &op)
+		if !ok {
+			return
+		}
+		defer release()
 		s.handleRead(rec, r, name, &op)
 	default:
 		h.Set("Allow", corsAllowMethods)
 		s.writeError(rec, r, &httpError{http.StatusMethodNotAllowed, "method not allowed"})
 	}
-}
-
-// streamPath extracts the stream path from the URL: everything after the
-// prefix, unescaped. The reserved __ds namespace is never a stream.
-func (s *Server) streamPath(r *http.Request) (string, error) {
-	name := strings.TrimPrefix(r.URL.Path, s.cfg.Prefix)
-	if name == "" {
-		return "", badRequest("missing stream path")
-	}
-	if name == "__ds" || strings.HasPrefix(name, "__ds/") {
-		return "", &httpError{http.StatusNotFound, "the __ds namespace is reserved for control APIs; subscriptions are not enabled on this server"}
-	}
-	for _, seg := range strings.Split(name, "/") {
-		switch seg {
-		case "":
-			// Also keeps "//__ds/..." (which a slash-merging proxy would
-			// turn into the reserved namespace) from becoming a stream.
-			return "", badRequest("stream path must not contain empty segments")
-		case ".", "..":
-			return "", badRequest("stream path must not contain . or .. segments")
-		}
-	}
-	return name, nil
 }
 
 // sourcePath turns a Stream-Forked-From value (a URL path, possibly with the

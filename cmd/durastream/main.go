@@ -58,6 +58,12 @@ type serveFlags struct {
 	addr, dataDir, durability, prefix, tlsCert, tlsKey, logFormat, logLevel, pprofAddr string
 	longPoll, sseMax, shutdownTimeout                                                  time.Duration
 	maxAppend, maxRead                                                                 int64
+
+	// Limits (see limits.go in package server and newHTTPServer).
+	readHeaderTimeout, idleTimeout                          time.Duration
+	maxHeaderBytes, maxPathBytes, maxLiveReaders, rateBurst int
+	rateLimit                                               float64
+	trustForwardedFor                                       bool
 }
 
 func parseServeFlags(args []string) (*serveFlags, error) {
@@ -77,6 +83,14 @@ func parseServeFlags(args []string) (*serveFlags, error) {
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&f.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (off when empty)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long graceful shutdown waits for requests")
+	fs.DurationVar(&f.readHeaderTimeout, "read-header-timeout", 10*time.Second, "time a client has to send request headers (slowloris); 0: none")
+	fs.DurationVar(&f.idleTimeout, "idle-timeout", 120*time.Second, "idle keep-alive connections are closed after this; 0: none")
+	fs.IntVar(&f.maxHeaderBytes, "max-header-bytes", 64<<10, "largest request line + headers in bytes (larger: 431)")
+	fs.IntVar(&f.maxPathBytes, "max-path-bytes", 1024, "longest stream path in bytes, unescaped (longer: 414)")
+	fs.IntVar(&f.maxLiveReaders, "max-live-readers", 10000, "most concurrent long-poll + SSE reads (more: 503); negative: no cap")
+	fs.Float64Var(&f.rateLimit, "rate-limit", 0, "requests per second per client IP (more: 429); 0: off")
+	fs.IntVar(&f.rateBurst, "rate-burst", 0, "rate limiter bucket size per client; 0: one second's worth")
+	fs.BoolVar(&f.trustForwardedFor, "trust-forwarded-for", false, "rate-limit by the last X-Forwarded-For address (behind a trusted proxy)")
 	// The environment supplies defaults; explicit flags override them.
 	var envErr error
 	fs.VisitAll(func(fl *flag.Flag) {
@@ -98,6 +112,9 @@ func parseServeFlags(args []string) (*serveFlags, error) {
 	}
 	if (f.tlsCert == "") != (f.tlsKey == "") {
 		return nil, errors.New("--tls-cert and --tls-key go together")
+	}
+	if err := f.checkLimits(); err != nil {
+		return nil, err
 	}
 	return f, nil
 }
@@ -129,7 +146,8 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
-	eng, err := engine.Open(f.dataDir, &engine.Options{Durability: engine.Durability(f.durability), Logger: log})
+	eng, err := engine.Open(f.dataDir, &engine.Options{Durability: engine.Durability(f.durability), Logger: log,
+		MaxPathLen: f.maxPathBytes})
 	if err != nil {
 		return err
 	}
@@ -140,18 +158,18 @@ func serve(args []string) error {
 		MaxAppendBytes:  f.maxAppend,
 		MaxReadBytes:    f.maxRead,
 		Logger:          log,
+
+		MaxPathBytes:      f.maxPathBytes,
+		MaxLiveReaders:    f.maxLiveReaders,
+		RateLimit:         f.rateLimit,
+		RateBurst:         f.rateBurst,
+		TrustForwardedFor: f.trustForwardedFor,
 	})
 	if err != nil {
 		eng.Close()
 		return err
 	}
-	hs := &http.Server{
-		Handler:           srv,
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       120 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}
+	hs := newHTTPServer(srv, f, log)
 	ln, err := net.Listen("tcp", f.addr)
 	if err != nil {
 		eng.Close()
@@ -197,6 +215,38 @@ func serve(args []string) error {
 		return nil
 	}
 	return err
+}
+
+// checkLimits validates the limit flags.
+func (f *serveFlags) checkLimits() error {
+	switch {
+	case f.readHeaderTimeout < 0 || f.idleTimeout < 0:
+		return errors.New("--read-header-timeout and --idle-timeout must not be negative")
+	case f.maxHeaderBytes < 1:
+		return errors.New("--max-header-bytes must be positive")
+	case f.maxPathBytes < 1:
+		return errors.New("--max-path-bytes must be positive")
+	case f.maxLiveReaders == 0:
+		return errors.New("--max-live-readers must not be 0 (negative: no cap)")
+	case f.rateLimit < 0 || f.rateLimit != f.rateLimit || f.rateLimit > 1e9:
+		return errors.New("--rate-limit must be 0 (off) or a positive number of requests per second")
+	case f.rateBurst < 0:
+		return errors.New("--rate-burst must not be negative")
+	}
+	return nil
+}
+
+// newHTTPServer builds the http.Server the binary serves h with: header
+// read timeout and idle timeout (slowloris), header size limit. No
+// ReadTimeout or WriteTimeout: appends may be large and SSE is long-lived.
+func newHTTPServer(h http.Handler, f *serveFlags, log *slog.Logger) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: f.readHeaderTimeout,
+		IdleTimeout:       f.idleTimeout,
+		MaxHeaderBytes:    f.maxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
 }
 
 func servePprof(addr string, log *slog.Logger) {
