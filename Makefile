@@ -8,6 +8,9 @@
 #   make run          go run ./cmd/durastream $(ARGS)
 #   make bench        engine benchmarks, one iteration each (BENCHTIME=1x)
 #   make fuzz         every Fuzz* target in ./fuzz for FUZZTIME (30s) each
+#   make bench-go     server handler benchmarks in ./bench (BENCHTIME, BENCH)
+#   make bench-compare  durastream vs the Node reference server -> BENCHMARKS.md
+#                       (scripts/bench-compare.sh; QUICK=1 for a smoke run)
 #
 # Needs Go and, for conformance, Node.js >= 20.19 with npm; Go modules and npm
 # packages are fetched by the targets themselves.
@@ -73,3 +76,11 @@ fuzz: deps
 
 clean:
 	rm -f durastream conformance/results.json
+
+.PHONY: bench-go bench-compare
+
+bench-go: deps
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -benchmem ./bench/
+
+bench-compare: deps
+	bash scripts/bench-compare.sh

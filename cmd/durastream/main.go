@@ -40,6 +40,10 @@ func main() {
 	switch cmd {
 	case "serve":
 		err = serve(args)
+	case "bench":
+		err = benchCmd(args)
+	case "null-server":
+		err = nullServerCmd(args)
 	case "version":
 		fmt.Println("durastream", version)
 	case "help":
