@@ -136,3 +136,60 @@ func TestLargeAppendSyncFailure(t *testing.T) {
 		t.Fatalf("unacknowledged data visible: %d bytes", len(got))
 	}
 }
+
+// TestReplayAfterDeleteRemovedFiles: a stream that is in the checkpoint,
+// then appended to (small and by reference) and deleted, has its files
+// removed when the delete commits. Replaying those appends after a crash
+// finds the files gone; that must not stop recovery, since the delete
+// record later in the log removes the stream anyway. A surviving stream
+// whose files are gone is still reported as damage.
+func TestReplayAfterDeleteRemovedFiles(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	e := openTest(t, dir, largeOpts())
+	mustCreate(t, e, "gone", CreateOptions{Data: []byte("before the checkpoint")})
+	mustCreate(t, e, "kept", CreateOptions{Data: []byte("kept")})
+	if err := e.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	for _, body := range [][]byte{[]byte("small"), pattern(5000, 1), []byte("small again")} {
+		if _, err := e.Append(ctx, "gone", body, AppendOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.Delete(ctx, "gone"); err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, e, "kept", " after", AppendOptions{})
+	img := copyTree(t, dir) // crash image: the checkpoint still lists "gone"
+	img2 := copyTree(t, dir)
+	e.Close()
+
+	e = openTest(t, img, largeOpts())
+	if _, err := e.Head("gone"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("gone after recovery: %v", err)
+	}
+	if got := readString(t, e, "kept"); got != "kept after" {
+		t.Fatalf("kept: %q", got)
+	}
+	e.Close()
+
+	// The same image with a surviving stream's segment removed: damage.
+	segs, _ := filepath.Glob(filepath.Join(img2, "streams", "*", "*.seg"))
+	removed := 0
+	for _, p := range segs {
+		if err := os.Remove(p); err != nil {
+			t.Fatal(err)
+		}
+		removed++
+	}
+	if removed == 0 {
+		t.Fatal("no segment files found")
+	}
+	if e, err := Open(img2, largeOpts()); err == nil {
+		e.Close()
+		t.Fatal("recovery with a live stream's files missing succeeded")
+	} else if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("recovery with files missing: %v, want ErrCorrupt", err)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"time"
@@ -33,12 +34,21 @@ func (e *Engine) recover() error {
 		segs = []*walSeg{s}
 	} else {
 		replayed := 0
-		stopped := make(map[uint64]bool)
+		rs := &replayState{stopped: make(map[uint64]bool), missing: make(map[uint64]error)}
 		segs, pos, err = scanWAL(e.opts.FS, walDir, bases, start, e.opts.WALSegmentSize, func(lsn uint64, p []byte) error {
 			replayed++
-			return e.replay(byID, stopped, p)
+			return e.replay(byID, rs, p)
 		})
+		if err == nil {
+			for _, merr := range rs.missing {
+				err = merr // a surviving stream's files are gone
+				break
+			}
+		}
 		if err != nil {
+			for _, s := range segs {
+				s.f.Close()
+			}
 			return fmt.Errorf("engine: replay commit log: %w", err)
 		}
 		e.log.Info("replayed commit log", "records", replayed, "from", start, "to", pos)
@@ -79,13 +89,39 @@ func (e *Engine) recover() error {
 	return nil
 }
 
+// replayState is what replay carries from one record to the next.
+type replayState struct {
+	// stopped: streams whose appends end before a large append that never
+	// became durable.
+	stopped map[uint64]bool
+	// missing: streams whose segment files were not there when a record
+	// wrote to them. A stream deleted later in the log had its files
+	// removed when that delete committed, so this is expected until its
+	// delete record is replayed; a stream still in it at the end is damage.
+	missing map[uint64]error
+}
+
 // replay applies one commit-log record. Records the checkpoint already
 // reflects are recognized by stream id and offset and skipped. A large
 // append recorded by reference whose bytes in the stream's segment do not
 // match its checksum was never acknowledged (its appender syncs them before
 // answering), and neither was any later append of that stream (their
-// answers wait for it): the stream's appends stop there (stopped).
-func (e *Engine) replay(byID map[uint64]*stream, stopped map[uint64]bool, p []byte) error {
+// answers wait for it): the stream's appends stop there (rs.stopped).
+func (e *Engine) replay(byID map[uint64]*stream, rs *replayState, p []byte) error {
+	stopped := rs.stopped
+	// put writes a record's bytes to s's files, unless they are missing
+	// (see replayState.missing): then only the tail moves on.
+	put := func(s *stream, n int64, fill func([]byte) bool) (bool, error) {
+		if rs.missing[s.id] != nil {
+			return true, nil
+		}
+		ok, err := e.putData(s, s.tail, n, fill)
+		if err != nil && errors.Is(err, fs.ErrNotExist) {
+			rs.missing[s.id] = err
+			return true, nil
+		}
+		return ok, err
+	}
 	if len(p) == 0 {
 		return fmt.Errorf("%w: empty record", ErrCorrupt)
 	}
@@ -118,7 +154,7 @@ func (e *Engine) replay(byID map[uint64]*stream, stopped map[uint64]bool, p []by
 		}
 		s := &stream{id: r.id, path: r.path, meta: m, tail: m.forkOffset, closed: r.flags&fClosed != 0}
 		s.lastAccess.Store(r.createdAt)
-		if err := e.writeData(s, s.tail, data); err != nil {
+		if _, err := put(s, int64(len(data)), copyFill(data)); err != nil {
 			return err
 		}
 		s.tail += Offset(len(data))
@@ -140,7 +176,7 @@ func (e *Engine) replay(byID map[uint64]*stream, stopped map[uint64]bool, p []by
 			return fmt.Errorf("%w: stream %q: record at offset %d, tail is %d", ErrCorrupt, s.path, r.offset, s.tail)
 		}
 		if r.flags&fRef != 0 {
-			ok, err := e.putData(s, s.tail, int64(n), func(b []byte) bool {
+			ok, err := put(s, int64(n), func(b []byte) bool {
 				return crc32.Checksum(b, castagnoli) == r.refCRC
 			})
 			if err != nil {
@@ -151,7 +187,7 @@ func (e *Engine) replay(byID map[uint64]*stream, stopped map[uint64]bool, p []by
 				stopped[r.id] = true
 				return nil
 			}
-		} else if err := e.writeData(s, s.tail, data); err != nil {
+		} else if _, err := put(s, int64(n), copyFill(data)); err != nil {
 			return err
 		}
 		s.tail += Offset(n)
@@ -182,6 +218,7 @@ func (e *Engine) replay(byID map[uint64]*stream, stopped map[uint64]bool, p []by
 		// Remove it and release sources whose last fork this was.
 		for s != nil {
 			delete(byID, s.id)
+			delete(rs.missing, s.id)
 			var segs []*dataSeg
 			if s.data != nil {
 				segs = s.data.segs

@@ -220,11 +220,16 @@ func (st *storage) removeFiles(id uint64, segs []*dataSeg) error {
 // boundary at its end. If the append then fails to commit, undoData must
 // take the index entries and any new segment back. Called with s.mu held.
 func (e *Engine) writeData(s *stream, off Offset, data []byte) error {
-	_, err := e.putData(s, off, int64(len(data)), func(dst []byte) bool {
+	_, err := e.putData(s, off, int64(len(data)), copyFill(data))
+	return err
+}
+
+// copyFill is a putData fill that copies data.
+func copyFill(data []byte) func(dst []byte) bool {
+	return func(dst []byte) bool {
 		copy(dst, data)
 		return true
-	})
-	return err
+	}
 }
 
 // putData places n bytes at off in s's segments (a new segment when they do
