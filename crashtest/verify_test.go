@@ -431,6 +431,11 @@ func (v *verifier) resolveInflight() {
 			m.mu.Unlock()
 			continue
 		}
+		if r.close {
+			// heads() cleared closeTried if the close was not durable;
+			// this resend sends it again.
+			s.closeTried = true
+		}
 		m.mu.Unlock()
 
 		ctx, cancel := v.ctx()
