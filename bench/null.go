@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/durastream/durastream/server"
 )
 
 // NullHandler answers the Durable Streams requests the scenarios make
@@ -65,6 +67,7 @@ func (h *NullHandler) maxRead() int {
 }
 
 func (h *NullHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	server.SetCommonHeaders(w.Header()) // the same response headers as durastream
 	st := h.stream(r.URL.Path, r.Method == http.MethodPut || r.Method == http.MethodPost)
 	switch r.Method {
 	case http.MethodPut:
@@ -143,6 +146,7 @@ func (h *nullStream) append(w http.ResponseWriter, r *http.Request) {
 	h.wake = make(chan struct{})
 	h.mu.Unlock()
 	w.Header().Set("Stream-Next-Offset", formatOffset(tail))
+	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(http.StatusNoContent)
 }
 

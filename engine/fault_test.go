@@ -204,7 +204,7 @@ func TestSyncFailureStopsWrites(t *testing.T) {
 		}
 		ok["a"] = append(ok["a"], body...)
 	}
-	fs.Inject(errorfs.Rule{Op: errorfs.Msync, PathContains: "/wal/", Err: syscall.EIO, Times: 1})
+	fs.Inject(errorfs.Rule{Op: errorfs.Fdatasync, PathContains: "/wal/", Err: syscall.EIO, Times: 1})
 	if _, err := e.Append(ctx, "a", []byte("lost?"), AppendOptions{}); !errors.Is(err, ErrFailed) {
 		t.Fatalf("append whose commit sync failed: %v", err)
 	}

@@ -212,7 +212,7 @@ type prepared struct {
 // record synced into it cannot be lost with the directory entry.
 func createWALSeg(fs vfs.FS, dir string, base uint64, size int64) (*walSeg, error) {
 	path := filepath.Join(dir, walName(base))
-	f, err := segment.Create(fs, path, size)
+	f, err := segment.CreateWritten(fs, path, size)
 	if err != nil {
 		return nil, classifyIOErr(err)
 	}
@@ -385,7 +385,7 @@ func scanWAL(fs vfs.FS, dir string, bases []uint64, start uint64, segSize int64,
 			removeWALAfter(dir, bases[i+1:], ns.base)
 			return segs, ns.base, nil
 		}
-		f, err := segment.Open(fs, path)
+		f, err := segment.OpenWritten(fs, path)
 		if err != nil {
 			closeAll()
 			return nil, 0, fmt.Errorf("%w: open commit log %s: %w", ErrCorrupt, path, err)

@@ -37,12 +37,16 @@ var pageSize = int64(os.Getpagesize())
 // read ranges that writers have finished with (the engine publishes a
 // stream's tail only after the bytes below it are written and durable).
 type File struct {
-	buf  []byte    // the mapping (or heap memory); len == capacity
-	mm   mmap.MMap // nil for heap files
-	fs   vfs.FS    // syncs go through it (fault injection)
-	path string
-	refs atomic.Int32
-	done atomic.Bool // Close was called
+	buf []byte    // the mapping (or heap memory); len == capacity
+	mm  mmap.MMap // nil for heap files
+	// fd is kept for files made by CreateWritten: writes go through it
+	// (pwrite) and syncs are fdatasync. nil: writes go through the mapping.
+	fd      *os.File
+	scratch []byte // WriteRecord's buffer in fd mode (writers are serialized)
+	fs      vfs.FS // syncs go through it (fault injection)
+	path    string
+	refs    atomic.Int32
+	done    atomic.Bool // Close was called
 }
 
 // Create creates path (or reuses an existing file there), reserves capacity
@@ -50,6 +54,22 @@ type File struct {
 // capacity are kept; the caller decides what is valid. fs may be nil (the
 // real file system).
 func Create(fs vfs.FS, path string, capacity int64) (*File, error) {
+	return create(fs, path, capacity, false)
+}
+
+// CreateWritten is Create for a file written through its descriptor, like
+// the commit log: after reserving the capacity it writes zeros over the new
+// part, writes are pwrite and syncs fdatasync; the mapping serves reads.
+// Overwriting blocks that already hold data needs no extent conversion, so
+// the fdatasync after a small write has no metadata to commit. Measured
+// here, 1.5 KiB records, write+fdatasync on a written file against a copy
+// into a fallocated mapping + msync: p50 0.16-0.17 ms vs 0.20-0.22 ms,
+// p99 0.31-0.37 ms vs 0.52-0.60 ms.
+func CreateWritten(fs vfs.FS, path string, capacity int64) (*File, error) {
+	return create(fs, path, capacity, true)
+}
+
+func create(fs vfs.FS, path string, capacity int64, written bool) (*File, error) {
 	fs = vfs.Or(fs)
 	if capacity <= 0 {
 		return nil, fmt.Errorf("segment: create %s: capacity %d", path, capacity)
@@ -58,29 +78,58 @@ func Create(fs vfs.FS, path string, capacity int64) (*File, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close() // the mapping outlives the descriptor
-	if err := reserve(fs, f, capacity); err != nil {
-		return nil, fmt.Errorf("segment: reserve %d bytes for %s: %w", capacity, path, err)
+	st, err := f.Stat()
+	if err == nil {
+		err = reserve(fs, f, capacity) // where a full disk shows
 	}
-	return mapFile(fs, f, capacity)
+	if err == nil && written {
+		err = zeroRange(fs, f, st.Size(), capacity)
+	}
+	var s *File
+	if err != nil {
+		err = fmt.Errorf("segment: reserve %d bytes for %s: %w", capacity, path, err)
+	} else {
+		s, err = mapFile(fs, f, capacity)
+	}
+	if err != nil || !written {
+		f.Close() // the mapping outlives the descriptor
+		return s, err
+	}
+	s.fd = f
+	return s, nil
 }
 
 // Open maps an existing file read-write at its current size.
 func Open(fs vfs.FS, path string) (*File, error) {
+	return open(fs, path, false)
+}
+
+// OpenWritten is Open for a file written through its descriptor (see
+// CreateWritten).
+func OpenWritten(fs vfs.FS, path string) (*File, error) {
+	return open(fs, path, true)
+}
+
+func open(fs vfs.FS, path string, keepFD bool) (*File, error) {
 	fs = vfs.Or(fs)
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
 	st, err := f.Stat()
-	if err != nil {
-		return nil, err
+	if err == nil && st.Size() == 0 {
+		err = fmt.Errorf("segment: open %s: empty file", path)
 	}
-	if st.Size() == 0 {
-		return nil, fmt.Errorf("segment: open %s: empty file", path)
+	var s *File
+	if err == nil {
+		s, err = mapFile(fs, f, st.Size())
 	}
-	return mapFile(fs, f, st.Size())
+	if err != nil || !keepFD {
+		f.Close() // the mapping outlives the descriptor
+		return s, err
+	}
+	s.fd = f
+	return s, nil
 }
 
 // reserve makes sure the file has capacity bytes of allocated blocks.
@@ -91,13 +140,23 @@ func reserve(fs vfs.FS, f *os.File, capacity int64) error {
 	}
 	// Filesystems without fallocate: write the zeros ourselves so the blocks
 	// are allocated before anything is written through the mapping.
+	return zeroFill(fs, f, capacity)
+}
+
+// zeroFill writes zeros from the file's current size up to capacity.
+func zeroFill(fs vfs.FS, f *os.File, capacity int64) error {
 	st, err := f.Stat()
 	if err != nil {
 		return err
 	}
-	zeros := make([]byte, 1<<16)
-	for off := st.Size(); off < capacity; {
-		n := min(int64(len(zeros)), capacity-off)
+	return zeroRange(fs, f, st.Size(), capacity)
+}
+
+// zeroRange writes zeros to [from, to).
+func zeroRange(fs vfs.FS, f *os.File, from, to int64) error {
+	zeros := make([]byte, 1<<20)
+	for off := from; off < to; {
+		n := min(int64(len(zeros)), to-off)
 		if _, err := fs.WriteAt(f, zeros[:n], off); err != nil {
 			return err
 		}
@@ -135,6 +194,10 @@ func (s *File) WriteAt(p []byte, off int64) error {
 	if off < 0 || off+int64(len(p)) > int64(len(s.buf)) {
 		return ErrFull
 	}
+	if s.fd != nil {
+		_, err := s.fs.WriteAt(s.fd, p, off)
+		return err
+	}
 	copy(s.buf[off:], p)
 	return nil
 }
@@ -144,10 +207,13 @@ func (s *File) WriteAt(p []byte, off int64) error {
 func (s *File) Bytes(off, n int64) []byte { return s.buf[off : off+n : off+n] }
 
 // SyncRange makes bytes [off, off+n) durable (msync MS_SYNC on the pages
-// that cover them).
+// that cover them; fdatasync of the file in CreateWritten's mode).
 func (s *File) SyncRange(off, n int64) error {
 	if s.mm == nil || n <= 0 {
 		return nil
+	}
+	if s.fd != nil {
+		return s.fs.Fdatasync(s.fd)
 	}
 	start := off &^ (pageSize - 1)
 	end := min(off+n, int64(len(s.buf)))
@@ -158,6 +224,9 @@ func (s *File) SyncRange(off, n int64) error {
 func (s *File) Sync() error {
 	if s.mm == nil {
 		return nil
+	}
+	if s.fd != nil {
+		return s.fs.Fdatasync(s.fd)
 	}
 	return s.fs.Msync(s.path, s.buf)
 }
@@ -224,6 +293,10 @@ func (s *File) Close() error {
 	if s.done.Swap(true) {
 		return nil
 	}
+	var err error
+	if s.fd != nil {
+		err = s.fd.Close() // the owner was the only writer
+	}
 	s.Release()
-	return nil
+	return err
 }

@@ -59,6 +59,9 @@ func (s *File) WriteRecord(off int64, a, b []byte) (int64, error) {
 		return 0, ErrFull
 	}
 	crc := Checksum(a, b)
+	if s.fd != nil {
+		return end, s.pwriteRecord(off, crc, a, b)
+	}
 	// Payload first, header last: a reader never sees a plausible header in
 	// front of a payload that is still being copied.
 	copy(s.buf[off+HeaderSize:], a)
@@ -92,4 +95,28 @@ func ReadRecord(b []byte, off int64) (payload []byte, next int64, err error) {
 		return nil, off, ErrCorrupt
 	}
 	return p, end, nil
+}
+
+// pwriteRecord writes a record through the descriptor: one pwrite of header
+// and payload, or, for a large b, a second pwrite for b rather than a copy.
+func (s *File) pwriteRecord(off int64, crc uint32, a, b []byte) error {
+	n := len(a) + len(b)
+	buf := binary.LittleEndian.AppendUint32(s.scratch[:0], uint32(n))
+	buf = binary.LittleEndian.AppendUint32(buf, crc)
+	buf = append(buf, a...)
+	tail := b
+	if len(b) <= 64<<10 {
+		buf = append(buf, b...)
+		tail = nil
+	}
+	if cap(buf) <= 256<<10 {
+		s.scratch = buf
+	}
+	if err := s.WriteAt(buf, off); err != nil {
+		return err
+	}
+	if len(tail) > 0 {
+		return s.WriteAt(tail, off+int64(len(buf)))
+	}
+	return nil
 }

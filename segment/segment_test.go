@@ -475,3 +475,87 @@ func BenchmarkReadRecord(b *testing.B) {
 		}
 	}
 }
+
+// datasyncFS counts fdatasync calls and returns err.
+type datasyncFS struct {
+	vfs.FS
+	n   int
+	err error
+}
+
+func (d *datasyncFS) Fdatasync(f *os.File) error {
+	d.n++
+	if d.err != nil {
+		return d.err
+	}
+	return d.FS.Fdatasync(f)
+}
+
+// TestCreateWritten: a file written through its descriptor. Records written
+// with pwrite read back through the mapping and after reopening; the file
+// is zeros past them (no record follows); growing it keeps what it holds;
+// syncs are fdatasync and their errors are returned.
+func TestCreateWritten(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "wal")
+	fs := &datasyncFS{FS: vfs.OS}
+	f, err := CreateWritten(fs, path, 1<<20)
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := bytes.Repeat([]byte("B"), 100<<10) // written with a second pwrite
+	var off int64
+	var ends []int64
+	for _, p := range [][]byte{[]byte("first"), big, []byte("last")} {
+		if off, err = f.WriteRecord(off, []byte("h:"), p); err != nil {
+			t.Fatal(err)
+		}
+		ends = append(ends, off)
+	}
+	if err := f.SyncRange(0, off); err != nil || fs.n != 1 {
+		t.Fatalf("SyncRange: %v, %d fdatasyncs", err, fs.n)
+	}
+	check := func(f *File) {
+		t.Helper()
+		var pos int64
+		for i, want := range [][]byte{[]byte("first"), big, []byte("last")} {
+			p, next, err := ReadRecord(f.Bytes(0, f.Cap()), pos)
+			if err != nil || !bytes.Equal(p, append([]byte("h:"), want...)) || next != ends[i] {
+				t.Fatalf("record %d: %v, %d bytes, next %d", i, err, len(p), next)
+			}
+			pos = next
+		}
+		if _, _, err := ReadRecord(f.Bytes(0, f.Cap()), pos); err != io.EOF {
+			t.Fatalf("after the last record: %v, want io.EOF", err)
+		}
+	}
+	check(f)
+	f.Close()
+
+	g, err := CreateWritten(fs, path, 2<<20) // grow: contents kept, the rest zeros
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g.Cap() != 2<<20 {
+		t.Fatalf("cap %d", g.Cap())
+	}
+	check(g)
+	if !bytes.Equal(g.Bytes(1<<20, 1<<20), make([]byte, 1<<20)) {
+		t.Fatal("the grown part is not zeros")
+	}
+	g.Close()
+
+	h, err := OpenWritten(fs, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	check(h)
+	if err := h.WriteAt([]byte("x"), h.Cap()); !errors.Is(err, ErrFull) {
+		t.Fatalf("write past capacity: %v", err)
+	}
+	boom := errors.New("boom")
+	fs.err = boom
+	if err := h.Sync(); !errors.Is(err, boom) {
+		t.Fatalf("Sync: %v", err)
+	}
+}

@@ -61,7 +61,7 @@ func TestHTTPDiskFullAndSyncFailure(t *testing.T) {
 	}
 
 	// A failed commit sync: 503, writes stop, health says so, reads work.
-	fs.Inject(errorfs.Rule{Op: errorfs.Msync, PathContains: "/wal/", Err: syscall.EIO, Times: 1})
+	fs.Inject(errorfs.Rule{Op: errorfs.Fdatasync, PathContains: "/wal/", Err: syscall.EIO, Times: 1})
 	if resp, msg := do("POST", "/v1/stream/a", "second;"); resp.StatusCode != http.StatusServiceUnavailable || msg == "" {
 		t.Fatalf("append whose sync failed: %d %q", resp.StatusCode, msg)
 	}

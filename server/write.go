@@ -97,10 +97,10 @@ func (s *Server) handleAppend(w http.ResponseWriter, r *http.Request, name strin
 	}
 	s.metrics.appendLatency.observe(time.Since(start))
 	h := w.Header()
-	h.Set(hNextOffset, res.Tail.String())
-	h.Set("Cache-Control", "no-store")
+	h[hNextOffset] = []string{res.Tail.String()}
+	h["Cache-Control"] = valNoStore
 	if res.Closed {
-		h.Set(hStreamClosed, "true")
+		h[hStreamClosed] = valTrue
 	}
 	if producer != nil {
 		h.Set(hProducerEpoch, strconv.FormatUint(res.ProducerEpoch, 10))

@@ -22,6 +22,9 @@ type FS interface {
 	WriteAt(f *os.File, b []byte, off int64) (int, error)
 	// Fsync makes f (a file or a directory) durable.
 	Fsync(f *os.File) error
+	// Fdatasync makes f's data durable (and the metadata needed to read
+	// it back, such as its size).
+	Fdatasync(f *os.File) error
 	// Syncfs flushes the whole file system that holds dir.
 	Syncfs(dir string) error
 	// Rename renames a file.
@@ -49,6 +52,15 @@ func (osFS) Msync(_ string, b []byte) error {
 func (osFS) WriteAt(f *os.File, b []byte, off int64) (int, error) { return f.WriteAt(b, off) }
 
 func (osFS) Fsync(f *os.File) error { return f.Sync() }
+
+func (osFS) Fdatasync(f *os.File) error {
+	for {
+		err := unix.Fdatasync(int(f.Fd()))
+		if err != unix.EINTR {
+			return err
+		}
+	}
+}
 
 func (osFS) Syncfs(dir string) error {
 	d, err := os.Open(dir)

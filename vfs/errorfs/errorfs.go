@@ -20,6 +20,7 @@ const (
 	Msync     Op = "msync"
 	Write     Op = "write"
 	Fsync     Op = "fsync"
+	Fdatasync Op = "fdatasync"
 	Syncfs    Op = "syncfs"
 	Rename    Op = "rename"
 )
@@ -111,6 +112,13 @@ func (f *FS) Fsync(file *os.File) error {
 		return err
 	}
 	return f.inner.Fsync(file)
+}
+
+func (f *FS) Fdatasync(file *os.File) error {
+	if err := f.check(Fdatasync, file.Name()); err != nil {
+		return err
+	}
+	return f.inner.Fdatasync(file)
 }
 
 func (f *FS) Syncfs(dir string) error {
