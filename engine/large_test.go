@@ -8,8 +8,10 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+	"unsafe"
 
 	"github.com/durastream/durastream/vfs/errorfs"
+	"golang.org/x/sys/unix"
 )
 
 // Large appends are written once, to their stream's segment; the commit log
@@ -191,5 +193,64 @@ func TestReplayAfterDeleteRemovedFiles(t *testing.T) {
 		t.Fatal("recovery with a live stream's files missing succeeded")
 	} else if !errors.Is(err, ErrCorrupt) {
 		t.Fatalf("recovery with files missing: %v, want ErrCorrupt", err)
+	}
+}
+
+// TestLargeAppendCacheWindow: once durable, large-append bytes more than
+// LargeAppendCacheBytes behind the tail leave the page cache; the recent
+// window stays cached; every byte still reads back.
+func TestLargeAppendCacheWindow(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	o := largeOpts()
+	o.MinSegmentSize, o.MaxSegmentSize = 1<<20, 1<<20
+	o.LargeAppendCacheBytes = 64 << 10
+	e := openTest(t, dir, o)
+	defer e.Close()
+	mustCreate(t, e, "big", CreateOptions{})
+	var want []byte
+	for i := 0; i < 40; i++ {
+		body := pattern(16<<10, byte(i))
+		if _, err := e.Append(ctx, "big", body, AppendOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, body...)
+	}
+	segs, _ := filepath.Glob(filepath.Join(dir, "streams", "*", "*.seg"))
+	if len(segs) != 1 {
+		t.Fatalf("segments %v", segs)
+	}
+	f, err := os.Open(segs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m, err := unix.Mmap(int(f.Fd()), 0, 1<<20, unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	page := os.Getpagesize()
+	vec := make([]byte, (1<<20)/page)
+	// mincore, before any read: which pages of the file are cached.
+	if _, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); errno != 0 {
+		t.Fatal(errno)
+	}
+	resident := func(from, to int) (n int) {
+		for p := from / page; p < to/page; p++ {
+			n += int(vec[p] & 1)
+		}
+		return n
+	}
+	tail := len(want)
+	window := 64 << 10
+	if n := resident(0, tail-window-16<<10); n != 0 {
+		t.Errorf("%d pages older than the window are still cached", n)
+	}
+	if n, all := resident(tail-window, tail), window/page; n != all {
+		t.Errorf("%d of the window's %d pages are cached", n, all)
+	}
+	if got := readString(t, e, "big"); got != string(want) {
+		t.Fatal("large appends do not read back")
 	}
 }

@@ -47,6 +47,16 @@ type Options struct {
 	// log records only their length and checksum. Default 256 KiB.
 	LargeAppendBytes int64
 
+	// LargeAppendCacheBytes is how much of each stream's most recent
+	// large-append data stays in the page cache. Older large-append bytes
+	// are dropped from it once durable (posix_fadvise DONTNEED), so a
+	// stream of large appends recycles a bounded set of cache pages instead
+	// of filling fresh ones, which on this VM cost more than the disk write
+	// (1 MiB appends: 320-410 MB/s without, 810-930 MB/s with); live
+	// readers near the tail still read from memory. Default 8 MiB;
+	// negative: never drop.
+	LargeAppendCacheBytes int64
+
 	// IndexEvery is the spacing of sparse offset index entries. Default 4 KiB.
 	IndexEvery uint64
 
@@ -106,6 +116,9 @@ func (o *Options) withDefaults() Options {
 	}
 	if r.LargeAppendBytes == 0 {
 		r.LargeAppendBytes = 256 << 10
+	}
+	if r.LargeAppendCacheBytes == 0 {
+		r.LargeAppendCacheBytes = 8 << 20
 	}
 	if r.IndexEvery == 0 {
 		r.IndexEvery = 4 << 10

@@ -220,24 +220,34 @@ func (st *storage) removeFiles(id uint64, segs []*dataSeg) error {
 // boundary at its end. If the append then fails to commit, undoData must
 // take the index entries and any new segment back. Called with s.mu held.
 func (e *Engine) writeData(s *stream, off Offset, data []byte) error {
-	_, err := e.putData(s, off, int64(len(data)), copyFill(data))
+	_, err := e.putData(s, off, int64(len(data)), e.copyFill(data))
 	return err
 }
 
-// copyFill is a putData fill that copies data.
-func copyFill(data []byte) func(dst []byte) bool {
-	return func(dst []byte) bool {
-		copy(dst, data)
-		return true
+// A fill puts n bytes into f at pos (or checks the bytes there) for
+// putData; false means they do not belong there.
+type fill func(f *segment.File, pos, n int64) (bool, error)
+
+// copyFill is a putData fill that stores data. Large data is written
+// through the file (pwrite) rather than copied into the mapping: no page
+// fault per fresh page, and no mapped dirty pages for the sync to
+// write-protect. In the append-large profile the copy into the mapping and
+// the msync after it were 25% and 46% of the server's CPU.
+func (e *Engine) copyFill(data []byte) fill {
+	return func(f *segment.File, pos, n int64) (bool, error) {
+		if int64(len(data)) >= e.opts.LargeAppendBytes {
+			return true, f.Pwrite(data, pos)
+		}
+		copy(f.Bytes(pos, n), data)
+		return true, nil
 	}
 }
 
 // putData places n bytes at off in s's segments (a new segment when they do
-// not fit the last one), hands the mapped destination to fill, and indexes
-// the end boundary. fill returning false (recovery found bytes that do not
-// match their checksum) leaves the layout and index unchanged. Called with
-// s.mu held.
-func (e *Engine) putData(s *stream, off Offset, n int64, fill func(dst []byte) bool) (bool, error) {
+// not fit the last one) with fill, and indexes the end boundary. fill
+// returning false (recovery found bytes that do not match their checksum)
+// or failing leaves the layout and index unchanged. Called with s.mu held.
+func (e *Engine) putData(s *stream, off Offset, n int64, fill fill) (bool, error) {
 	if n == 0 {
 		return true, nil
 	}
@@ -259,13 +269,13 @@ func (e *Engine) putData(s *stream, off Offset, n int64, fill func(dst []byte) b
 	if err != nil {
 		return false, err // e.g. ENOSPC: the layout is unchanged, a later append retries
 	}
-	ok := fill(f.Bytes(int64(uint64(off)-ds.base), n))
+	ok, err := fill(f, int64(uint64(off)-ds.base), n)
 	f.Release()
-	if !ok {
+	if !ok || err != nil {
 		if create {
 			e.store.drop([]*dataSeg{ds})
 		}
-		return false, nil
+		return false, classifyIOErr(err)
 	}
 	if create {
 		d.segs = append(d.segs, ds)

@@ -404,6 +404,13 @@ func (e *Engine) Append(ctx context.Context, path string, data []byte, o AppendO
 		// A large append's bytes are only in its segment: sync them here,
 		// in parallel with the group commit of its small record.
 		err := p.refFile.SyncRange(p.refPos, p.refLen)
+		if keep := e.opts.LargeAppendCacheBytes; err == nil && keep >= 0 {
+			// Drop the bytes one append's length behind the cached window:
+			// successive appends walk the window down the segment.
+			if end := p.refPos + p.refLen - keep; end > 0 {
+				p.refFile.Evict(max(0, end-p.refLen), min(end, p.refLen))
+			}
+		}
 		p.refFile.Release()
 		if err != nil {
 			e.wal.fail(fmt.Errorf("sync stream data: %w", err))

@@ -202,6 +202,42 @@ func (s *File) WriteAt(p []byte, off int64) error {
 	return nil
 }
 
+// Pwrite writes p at off through a file descriptor rather than the
+// mapping (the file's own, or one opened for the call). For large writes
+// this spares a page fault per fresh page, and the dirty pages are not
+// mapped, so a later sync has no page table entries to write-protect.
+// Heap files copy.
+func (s *File) Pwrite(p []byte, off int64) error {
+	if off < 0 || off+int64(len(p)) > int64(len(s.buf)) {
+		return ErrFull
+	}
+	if s.mm == nil || s.fd != nil {
+		return s.WriteAt(p, off)
+	}
+	f, err := os.OpenFile(s.path, os.O_WRONLY, 0)
+	if err != nil {
+		return err
+	}
+	_, err = s.fs.WriteAt(f, p, off)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// Evict drops the clean cached pages of [off, off+n) (after a sync).
+func (s *File) Evict(off, n int64) {
+	if s.mm == nil {
+		return
+	}
+	f, err := os.Open(s.path)
+	if err != nil {
+		return
+	}
+	_ = unix.Fadvise(int(f.Fd()), off, n, unix.FADV_DONTNEED)
+	f.Close()
+}
+
 // Bytes returns the file's bytes [off, off+n) without pinning them. The
 // caller must hold a reference (be the owner, or hold a View).
 func (s *File) Bytes(off, n int64) []byte { return s.buf[off : off+n : off+n] }

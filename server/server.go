@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/bits"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/durastream/durastream/engine"
@@ -166,7 +168,8 @@ func (s *Server) sourcePath(v string) (string, error) {
 }
 
 // readBody reads a request body within MaxAppendBytes, decoding
-// Content-Encoding gzip or zstd.
+// Content-Encoding gzip or zstd. The caller may hand the body to putBody
+// once nothing refers to it (the engine keeps no reference to its input).
 func (s *Server) readBody(r *http.Request) ([]byte, error) {
 	limit := s.cfg.MaxAppendBytes
 	if r.ContentLength == 0 {
@@ -195,10 +198,17 @@ func (s *Server) readBody(r *http.Request) ([]byte, error) {
 	default:
 		return nil, &httpError{http.StatusUnsupportedMediaType, "unsupported Content-Encoding " + enc}
 	}
-	var buf bytes.Buffer
-	if r.ContentLength > 0 && r.Header.Get("Content-Encoding") == "" {
-		buf.Grow(int(r.ContentLength))
+	if src == r.Body && r.ContentLength > 0 {
+		// The size is known: read into a buffer of exactly that size
+		// (pooled when large), not a growing one.
+		body := getBody(int(r.ContentLength))
+		if _, err := io.ReadFull(r.Body, body); err != nil {
+			putBody(body)
+			return nil, badRequest("reading request body: " + err.Error())
+		}
+		return body, nil
 	}
+	var buf bytes.Buffer
 	n, err := buf.ReadFrom(io.LimitReader(src, limit+1))
 	if err != nil {
 		var mbe *http.MaxBytesError
@@ -257,3 +267,33 @@ func (r *statusRecorder) Flush() {
 }
 
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// Large request bodies are read into pooled buffers, by power-of-two size
+// class from 64 KiB: a stream of 1 MiB appends would otherwise allocate a
+// megabyte per request and keep the garbage collector busy.
+const (
+	minPooledBody = 16 // log2 of the smallest pooled size, 64 KiB
+	maxPooledBody = 26 // log2 of the largest, 64 MiB
+)
+
+var bodyPools [maxPooledBody + 1]sync.Pool
+
+func getBody(n int) []byte {
+	c := bits.Len(uint(n - 1))
+	if c < minPooledBody || c > maxPooledBody {
+		return make([]byte, n)
+	}
+	if p, ok := bodyPools[c].Get().(*[]byte); ok {
+		return (*p)[:n]
+	}
+	return make([]byte, n, 1<<c)
+}
+
+// putBody returns a body from getBody to its pool.
+func putBody(b []byte) {
+	c := bits.Len(uint(cap(b) - 1))
+	if cap(b) != 1<<c || c < minPooledBody || c > maxPooledBody {
+		return
+	}
+	bodyPools[c].Put(&b)
+}

@@ -52,6 +52,7 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request, name strin
 		s.writeError(w, r, err)
 		return
 	}
+	defer putBody(body)
 	o.Data = body
 	info, created, err := s.eng.Create(r.Context(), name, o)
 	if err != nil {
@@ -80,6 +81,7 @@ func (s *Server) handleAppend(w http.ResponseWriter, r *http.Request, name strin
 		s.writeError(w, r, err)
 		return
 	}
+	defer putBody(body)
 	ct := r.Header.Get("Content-Type")
 	if len(body) > 0 && ct == "" {
 		s.writeError(w, r, badRequest("Content-Type is required when appending data"))
