@@ -119,11 +119,28 @@ func parseExpiry(r *http.Request, o *engine.CreateOptions) error {
 // value past the client's by a random 1..3600 s of intervals, so cursors
 // never go backwards and cached responses age out.
 func (s *Server) cursor(r *http.Request) string {
+	return s.nextCursor(clientCursor(r))
+}
+
+// clientCursor is the request's cursor parameter, or -1.
+func clientCursor(r *http.Request) int64 {
+	if !strings.Contains(r.URL.RawQuery, "cursor") {
+		return -1
+	}
+	c, err := strconv.ParseUint(r.URL.Query().Get("cursor"), 10, 63)
+	if err != nil {
+		return -1
+	}
+	return int64(c)
+}
+
+// nextCursor computes the cursor to send given the client's (-1: none).
+func (s *Server) nextCursor(client int64) string {
 	now := time.Since(s.cfg.CursorEpoch)
 	cur := uint64(max(now, 0) / s.cfg.CursorInterval)
-	if c, err := strconv.ParseUint(r.URL.Query().Get("cursor"), 10, 64); err == nil && c >= cur {
+	if client >= 0 && uint64(client) >= cur {
 		jitter := time.Duration(1+rand.IntN(3600)) * time.Second
-		cur = c + max(1, uint64(jitter/s.cfg.CursorInterval))
+		cur = uint64(client) + max(1, uint64(jitter/s.cfg.CursorInterval))
 	}
 	return strconv.FormatUint(cur, 10)
 }

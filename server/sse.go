@@ -30,7 +30,8 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request, name string, f
 	}
 	w.WriteHeader(http.StatusOK)
 	flusher, _ := w.(http.Flusher)
-	bw := bufio.NewWriterSize(w, 32<<10)
+	bw := bufio.NewWriterSize(w, 4<<10) // larger events go straight through
+	cursor := clientCursor(r)           // parsed once, not per event
 
 	s.readers.Add(1)
 	defer s.readers.Add(-1)
@@ -45,7 +46,7 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request, name string, f
 			if c.Next > c.Start {
 				writeDataEvent(bw, c, binary)
 			}
-			s.writeControl(bw, r, c)
+			s.writeControl(bw, cursor, c)
 			first = false
 		}
 		c.Release()
@@ -79,7 +80,7 @@ func (s *Server) serveSSE(w http.ResponseWriter, r *http.Request, name string, f
 func writeDataEvent(bw *bufio.Writer, c *engine.Chunk, binary bool) {
 	bw.WriteString("event: data\n")
 	if binary {
-		raw := bytes.Join(c.Buffers(), nil)
+		raw := chunkBytes(c)
 		enc := base64.StdEncoding.EncodeToString(raw)
 		for len(enc) > 0 {
 			n := min(len(enc), 16<<10)
@@ -93,7 +94,7 @@ func writeDataEvent(bw *bufio.Writer, c *engine.Chunk, binary bool) {
 	}
 	// SSE ends a line at \n, \r or \r\n; each line becomes one data: field
 	// and the client joins them with \n.
-	body := bytes.Join(c.Buffers(), nil)
+	body := chunkBytes(c)
 	for {
 		i := bytes.IndexAny(body, "\r\n")
 		bw.WriteString("data:")
@@ -114,13 +115,13 @@ func writeDataEvent(bw *bufio.Writer, c *engine.Chunk, binary bool) {
 
 // writeControl writes the "control" event that follows data (or opens the
 // stream): next offset, cursor while open, up-to-date, closed.
-func (s *Server) writeControl(bw *bufio.Writer, r *http.Request, c *engine.Chunk) {
+func (s *Server) writeControl(bw *bufio.Writer, cursor int64, c *engine.Chunk) {
 	bw.WriteString("event: control\ndata:{\"streamNextOffset\":\"")
 	bw.WriteString(c.Next.String())
 	bw.WriteByte('"')
 	if !c.Closed {
 		bw.WriteString(",\"streamCursor\":\"")
-		bw.WriteString(s.cursor(r))
+		bw.WriteString(s.nextCursor(cursor))
 		bw.WriteByte('"')
 	}
 	if c.UpToDate {
@@ -130,4 +131,13 @@ func (s *Server) writeControl(bw *bufio.Writer, r *http.Request, c *engine.Chunk
 		bw.WriteString(",\"streamClosed\":true")
 	}
 	bw.WriteString("}\n\n")
+}
+
+// chunkBytes is the chunk's wire body in one slice, copied only when it
+// spans buffers.
+func chunkBytes(c *engine.Chunk) []byte {
+	if b := c.Buffers(); len(b) == 1 {
+		return b[0]
+	}
+	return bytes.Join(c.Buffers(), nil)
 }
