@@ -236,7 +236,7 @@ func (e *Engine) loadCheckpoint(byID map[uint64]*stream) (uint64, error) {
 		s.meta = m
 		s.id = d.u64()
 		s.path = d.str()
-		m.contentType = d.str()
+		m.contentType = internContentType(d.str())
 		m.json = isJSON(m.contentType)
 		fl := d.byte1()
 		m.ttl = d.uvarint()

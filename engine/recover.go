@@ -136,7 +136,7 @@ func (e *Engine) replay(byID map[uint64]*stream, rs *replayState, p []byte) erro
 		if byID[r.id] != nil {
 			return nil
 		}
-		m := &streamMeta{contentType: r.contentType, json: isJSON(r.contentType), ttl: r.ttl,
+		m := &streamMeta{contentType: internContentType(r.contentType), json: isJSON(r.contentType), ttl: r.ttl,
 			hasTTL: r.flags&fTTL != 0, createdAt: fromNanos(r.createdAt), reqSub: r.reqSub,
 			forkOffset: Offset(r.forkOffset)}
 		if r.flags&fExpires != 0 {

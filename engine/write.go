@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"hash/crc32"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/durastream/durastream/segment"
+	"github.com/puzpuzpuz/xsync/v3"
 )
 
 // DefaultContentType is used when a stream is created without one.
@@ -140,11 +142,33 @@ func orDefault(ct string) string {
 	return ct
 }
 
+// contentTypes interns content types: a million streams mostly share a
+// few, and a type taken from a request header would otherwise keep that
+// header's whole line alive. Bounded; rare types are copied instead.
+var contentTypes = xsync.NewMapOf[string, string]()
+
+const maxInternedTypes = 1024
+
+func internContentType(ct string) string {
+	if v, ok := contentTypes.Load(ct); ok {
+		return v
+	}
+	ct = strings.Clone(ct)
+	if contentTypes.Size() < maxInternedTypes {
+		v, _ := contentTypes.LoadOrStore(ct, ct)
+		return v
+	}
+	return ct
+}
+
 // createNew makes a stream at a free path. retry means another creator won
 // the path first.
 func (e *Engine) createNew(path string, o *CreateOptions) (StreamInfo, bool, error) {
 	now := e.clock()
-	m := &streamMeta{contentType: orDefault(o.ContentType), hasTTL: o.HasTTL, ttl: o.TTL, expiresAt: o.ExpiresAt, createdAt: now}
+	m := &streamMeta{contentType: internContentType(orDefault(o.ContentType)), hasTTL: o.HasTTL, ttl: o.TTL, expiresAt: o.ExpiresAt, createdAt: now}
+	// A copy: the caller's string may be a slice of a larger buffer (an
+	// HTTP request line) that the stream would otherwise keep alive.
+	path = strings.Clone(path)
 	s := &stream{id: e.nextID.Add(1), path: path, meta: m}
 	s.lastAccess.Store(now.UnixNano())
 	s.mu.Lock() // held until the create record is written: appends wait behind it

@@ -20,6 +20,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
@@ -68,6 +69,11 @@ type serveFlags struct {
 	maxHeaderBytes, maxPathBytes, maxLiveReaders, rateBurst int
 	rateLimit                                               float64
 	trustForwardedFor                                       bool
+
+	// Go runtime memory settings.
+	gcPercent   int
+	memoryLimit string
+	memLimit    int64 // memoryLimit parsed; 0: none
 }
 
 func parseServeFlags(args []string) (*serveFlags, error) {
@@ -87,6 +93,8 @@ func parseServeFlags(args []string) (*serveFlags, error) {
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	fs.StringVar(&f.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (off when empty)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long graceful shutdown waits for requests")
+	fs.IntVar(&f.gcPercent, "gc-percent", 50, "Go GC target: heap growth between collections, in percent (GOGC); lower trades CPU for memory")
+	fs.StringVar(&f.memoryLimit, "memory-limit", "", "soft memory limit for the Go runtime (GOMEMLIMIT), e.g. 900MiB; empty: none")
 	fs.DurationVar(&f.readHeaderTimeout, "read-header-timeout", 10*time.Second, "time a client has to send request headers (slowloris); 0: none")
 	fs.DurationVar(&f.idleTimeout, "idle-timeout", 120*time.Second, "idle keep-alive connections are closed after this; 0: none")
 	fs.IntVar(&f.maxHeaderBytes, "max-header-bytes", 64<<10, "largest request line + headers in bytes (larger: 431)")
@@ -149,6 +157,13 @@ func serve(args []string) error {
 	log, err := newLogger(f.logFormat, f.logLevel)
 	if err != nil {
 		return err
+	}
+	// Most of a large server's heap is per-stream state that lives as long
+	// as the stream, so the default GC target is 50%, not Go's 100%: at a
+	// million streams that is the difference between about 1.6 and 1 GB RSS.
+	debug.SetGCPercent(f.gcPercent)
+	if f.memLimit > 0 {
+		debug.SetMemoryLimit(f.memLimit)
 	}
 	eng, err := engine.Open(f.dataDir, &engine.Options{Durability: engine.Durability(f.durability), Logger: log,
 		MaxPathLen: f.maxPathBytes})
@@ -236,6 +251,15 @@ func (f *serveFlags) checkLimits() error {
 		return errors.New("--rate-limit must be 0 (off) or a positive number of requests per second")
 	case f.rateBurst < 0:
 		return errors.New("--rate-burst must not be negative")
+	case f.gcPercent <= 0:
+		return errors.New("--gc-percent must be positive")
+	}
+	if f.memoryLimit != "" {
+		n, err := parseBytes(f.memoryLimit)
+		if err != nil || n <= 0 {
+			return fmt.Errorf("--memory-limit %q: want a size such as 900MiB", f.memoryLimit)
+		}
+		f.memLimit = n
 	}
 	return nil
 }

@@ -57,6 +57,8 @@ func TestParseServeFlagsDefaults(t *testing.T) {
 		{"log-level", f.logLevel, "info"},
 		{"pprof-addr", f.pprofAddr, ""},
 		{"shutdown-timeout", f.shutdownTimeout, 10 * time.Second},
+		{"gc-percent", f.gcPercent, 50},
+		{"memory-limit", f.memLimit, int64(0)},
 	}
 	for _, c := range checks {
 		if c.got != c.want {
@@ -145,6 +147,8 @@ func TestParseServeFlagsErrors(t *testing.T) {
 		{name: "tls key without cert", args: []string{"--tls-key", "k.pem"}, errHas: "tls"},
 		{name: "tls cert from env without key", env: map[string]string{"DURASTREAM_TLS_CERT": "c.pem"}, errHas: "tls"},
 		{name: "help", args: []string{"-h"}, errIs: flag.ErrHelp},
+		{name: "bad memory limit", args: []string{"--memory-limit", "lots"}, errHas: "memory-limit"},
+		{name: "zero gc percent", env: map[string]string{"DURASTREAM_GC_PERCENT": "0"}, errHas: "gc-percent"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
