@@ -47,10 +47,11 @@ func runMachine(r *runner) error {
 	if err != nil {
 		return err
 	}
-	r.res.Notes = append(r.res.Notes, fmt.Sprintf("4 KiB overwrite-in-place + fdatasync: p50 %.3f ms p99 %.3f ms",
+	r.res.Notes = append(r.res.Notes, fmt.Sprintf("4 KiB overwrite-in-place + fdatasync (the commit log's path: pwrite into zero-filled blocks): p50 %.3f ms p99 %.3f ms",
 		pct(over, 50).Seconds()*1000, pct(over, 99).Seconds()*1000))
-	// The engine's paths: a fallocated, memory-mapped file, written by
-	// copying and made durable with msync (its commit log and its segments).
+	// A fallocated, memory-mapped file, written by copying and made durable
+	// with msync: small appends' path to their segments (the commit log
+	// used it too before it moved to pwrite into zero-filled blocks).
 	mm, err := mmapSyncLatency(filepath.Join(d, "mmap"), r.cfg.MachineSyncs, 3*time.Second)
 	if err != nil {
 		return err

@@ -359,8 +359,8 @@ func Report(rs []*Result, o ReportOptions) ([]byte, error) {
 		w("| 1 MiB appends, one fdatasync at the end | %.0f MB/s |\n", mach.SeqWriteNoSyncMB)
 		w("| memory copy (64 MiB buffers) | %.2f GB/s |\n", mach.MemcpyGBs)
 		if mach.MmapSync4KP50Ms > 0 {
-			w("| 4 KiB copied into a fallocated mmap + msync, p50 (the engine's commit-log path) | %.3f ms |\n", mach.MmapSync4KP50Ms)
-			w("| 1 MiB copied into a fallocated mmap + msync, sequential (the engine's segment path) | %.0f MB/s |\n", mach.MmapWriteMBs)
+			w("| 4 KiB copied into a fallocated mmap + msync, p50 (the commit log's former path) | %.3f ms |\n", mach.MmapSync4KP50Ms)
+			w("| 1 MiB copied into a fallocated mmap + msync, sequential (small appends' path; large ones use pwrite) | %.0f MB/s |\n", mach.MmapWriteMBs)
 		}
 		w("\n")
 		for _, r := range rs {

@@ -135,7 +135,7 @@ func (e *Engine) encodeStream(b []byte, s *stream) []byte {
 	if m.hasTTL {
 		fl |= cTTL
 	}
-	if !m.expiresAt.IsZero() {
+	if m.expiresAt != 0 {
 		fl |= cExpires
 	}
 	if m.source != nil {
@@ -155,8 +155,8 @@ func (e *Engine) encodeStream(b []byte, s *stream) []byte {
 	b = appendString(b, m.contentType)
 	b = append(b, fl)
 	b = binary.AppendUvarint(b, m.ttl)
-	b = binary.AppendVarint(b, unixNanos(m.expiresAt))
-	b = binary.AppendVarint(b, unixNanos(m.createdAt))
+	b = binary.AppendVarint(b, m.expiresAt)
+	b = binary.AppendVarint(b, m.createdAt)
 	b = binary.AppendVarint(b, s.lastAccess.Load())
 	var src uint64
 	if m.source != nil {
@@ -241,8 +241,8 @@ func (e *Engine) loadCheckpoint(byID map[uint64]*stream) (uint64, error) {
 		fl := d.byte1()
 		m.ttl = d.uvarint()
 		m.hasTTL = fl&cTTL != 0
-		m.expiresAt = fromNanos(d.varint())
-		m.createdAt = fromNanos(d.varint())
+		m.expiresAt = d.varint()
+		m.createdAt = d.varint()
 		s.lastAccess.Store(d.varint())
 		src := d.uvarint()
 		m.forkOffset = Offset(d.uvarint())

@@ -137,10 +137,10 @@ func (e *Engine) replay(byID map[uint64]*stream, rs *replayState, p []byte) erro
 			return nil
 		}
 		m := &streamMeta{contentType: internContentType(r.contentType), json: isJSON(r.contentType), ttl: r.ttl,
-			hasTTL: r.flags&fTTL != 0, createdAt: fromNanos(r.createdAt), reqSub: r.reqSub,
+			hasTTL: r.flags&fTTL != 0, createdAt: r.createdAt, reqSub: r.reqSub,
 			forkOffset: Offset(r.forkOffset)}
 		if r.flags&fExpires != 0 {
-			m.expiresAt = fromNanos(r.expiresAt)
+			m.expiresAt = r.expiresAt
 		}
 		if r.flags&fFork != 0 {
 			src := byID[r.forkSrc]

@@ -22,8 +22,8 @@ type streamMeta struct {
 	json        bool
 	ttl         uint64 // seconds; valid when hasTTL
 	hasTTL      bool
-	expiresAt   time.Time // zero: none
-	createdAt   time.Time
+	expiresAt   int64 // unix nanoseconds; 0: none
+	createdAt   int64 // unix nanoseconds
 
 	// Forks.
 	source     *stream // nil unless a fork
@@ -124,7 +124,7 @@ func (s *stream) published() (Offset, bool) {
 // expired reports whether the stream's TTL or expiry has passed at now.
 func (s *stream) expired(now time.Time) bool {
 	m := s.meta
-	if !m.expiresAt.IsZero() && !now.Before(m.expiresAt) {
+	if m.expiresAt != 0 && now.UnixNano() >= m.expiresAt {
 		return true
 	}
 	if m.hasTTL {

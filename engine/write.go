@@ -132,7 +132,7 @@ func (e *Engine) sameConfig(s *stream, o *CreateOptions) bool {
 	} else if !sameMediaType(orDefault(o.ContentType), m.contentType) {
 		return false
 	}
-	return o.HasTTL == m.hasTTL && (!o.HasTTL || o.TTL == m.ttl) && o.ExpiresAt.Equal(m.expiresAt)
+	return o.HasTTL == m.hasTTL && (!o.HasTTL || o.TTL == m.ttl) && unixNanos(o.ExpiresAt) == m.expiresAt
 }
 
 func orDefault(ct string) string {
@@ -165,7 +165,7 @@ func internContentType(ct string) string {
 // the path first.
 func (e *Engine) createNew(path string, o *CreateOptions) (StreamInfo, bool, error) {
 	now := e.clock()
-	m := &streamMeta{contentType: internContentType(orDefault(o.ContentType)), hasTTL: o.HasTTL, ttl: o.TTL, expiresAt: o.ExpiresAt, createdAt: now}
+	m := &streamMeta{contentType: internContentType(orDefault(o.ContentType)), hasTTL: o.HasTTL, ttl: o.TTL, expiresAt: unixNanos(o.ExpiresAt), createdAt: now.UnixNano()}
 	// A copy: the caller's string may be a slice of a larger buffer (an
 	// HTTP request line) that the stream would otherwise keep alive.
 	path = strings.Clone(path)
@@ -226,9 +226,9 @@ func (e *Engine) createNew(path string, o *CreateOptions) (StreamInfo, bool, err
 		if m.hasTTL {
 			rec.flags |= fTTL
 		}
-		if !m.expiresAt.IsZero() {
+		if m.expiresAt != 0 {
 			rec.flags |= fExpires
-			rec.expiresAt = m.expiresAt.UnixNano()
+			rec.expiresAt = m.expiresAt
 		}
 		if src != nil {
 			rec.flags |= fFork
@@ -737,7 +737,7 @@ func (e *Engine) info(s *stream) StreamInfo {
 	tail, closed := s.published()
 	m := s.meta
 	in := StreamInfo{Path: s.path, ContentType: m.contentType, Tail: tail, Closed: closed,
-		TTL: m.ttl, HasTTL: m.hasTTL, ExpiresAt: m.expiresAt, CreatedAt: m.createdAt}
+		TTL: m.ttl, HasTTL: m.hasTTL, ExpiresAt: fromNanos(m.expiresAt), CreatedAt: fromNanos(m.createdAt)}
 	if m.source != nil {
 		in.ForkedFrom, in.ForkOffset = m.source.path, m.forkOffset
 	}
