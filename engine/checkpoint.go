@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"slices"
 	"time"
+
+	"github.com/durastream/durastream/vfs"
 )
 
 // A checkpoint is a snapshot of every stream's metadata plus the commit-log
@@ -26,7 +28,13 @@ import (
 
 const ckptName = "checkpoint"
 
-var ckptMagic = []byte("DSCKPT01")
+// ckptMagic starts a checkpoint: the stream count is in the trailer, so
+// the file can be written as it is encoded. ckptMagicV1 files (count in
+// the header) are still read.
+var (
+	ckptMagic   = []byte("DSCKPT02")
+	ckptMagicV1 = []byte("DSCKPT01")
+)
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -69,11 +77,17 @@ func (e *Engine) checkpoint() error {
 	e.streams.Range(func(_ string, s *stream) bool { all = append(all, s); return true })
 	slices.SortFunc(all, func(a, b *stream) int { return cmpU64(a.id, b.id) })
 
-	buf := append([]byte(nil), ckptMagic...)
-	buf = binary.LittleEndian.AppendUint64(buf, c0)
-	buf = binary.LittleEndian.AppendUint64(buf, e.nextID.Load())
-	countAt := len(buf)
-	buf = binary.LittleEndian.AppendUint64(buf, 0)
+	// Streamed to a temporary file in 1 MiB pieces: at a million streams the
+	// snapshot is ~100 MB, which built in memory (and regrown by doubling)
+	// raised the server's peak heap and RSS at every checkpoint.
+	cw, err := newCkptWriter(e.opts.FS, filepath.Join(e.dir, ckptName))
+	if err != nil {
+		return fmt.Errorf("checkpoint: %w", classifyIOErr(err))
+	}
+	defer cw.abort()
+	cw.buf = append(cw.buf, ckptMagic...)
+	cw.buf = binary.LittleEndian.AppendUint64(cw.buf, c0)
+	cw.buf = binary.LittleEndian.AppendUint64(cw.buf, e.nextID.Load())
 	var n uint64
 	for _, s := range all {
 		s.mu.Lock()
@@ -84,7 +98,7 @@ func (e *Engine) checkpoint() error {
 			s.mu.Unlock()
 			continue
 		}
-		buf = e.encodeStream(buf, s)
+		cw.buf = e.encodeStream(cw.buf, s)
 		var err error
 		if s.data != nil && s.data.idx != nil && s.data.idx.Len() > len(s.data.segs) {
 			err = s.data.idx.Flush(e.opts.FS, e.store.indexPath(s.id))
@@ -94,9 +108,15 @@ func (e *Engine) checkpoint() error {
 			return fmt.Errorf("checkpoint: flush index of %q: %w", s.path, classifyIOErr(err))
 		}
 		n++
+		if err := cw.flush(1 << 20); err != nil {
+			return fmt.Errorf("checkpoint: %w", classifyIOErr(err))
+		}
 	}
-	binary.LittleEndian.PutUint64(buf[countAt:], n)
-	buf = binary.LittleEndian.AppendUint32(buf, crc32.Checksum(buf, castagnoli))
+	// Trailer: the stream count, then the CRC of everything before it.
+	cw.buf = binary.LittleEndian.AppendUint64(cw.buf, n)
+	if err := cw.flush(0); err != nil {
+		return fmt.Errorf("checkpoint: %w", classifyIOErr(err))
+	}
 
 	if err := w.waitDurable(w.written.Load()); err != nil {
 		return err
@@ -107,7 +127,7 @@ func (e *Engine) checkpoint() error {
 		w.fail(fmt.Errorf("checkpoint syncfs: %w", err))
 		return w.err()
 	}
-	if err := writeFileAtomic(e.opts.FS, filepath.Join(e.dir, ckptName), buf); err != nil {
+	if err := cw.commit(); err != nil {
 		return fmt.Errorf("checkpoint: %w", classifyIOErr(err))
 	}
 	e.ckptLSN.Store(c0)
@@ -219,7 +239,8 @@ func (e *Engine) loadCheckpoint(byID map[uint64]*stream) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	if len(raw) < len(ckptMagic)+28 || string(raw[:len(ckptMagic)]) != string(ckptMagic) {
+	v1 := len(raw) >= len(ckptMagicV1) && string(raw[:len(ckptMagicV1)]) == string(ckptMagicV1)
+	if len(raw) < len(ckptMagic)+28 || !v1 && string(raw[:len(ckptMagic)]) != string(ckptMagic) {
 		return 0, fmt.Errorf("%w: checkpoint header", ErrCorrupt)
 	}
 	body := raw[:len(raw)-4]
@@ -227,9 +248,16 @@ func (e *Engine) loadCheckpoint(byID map[uint64]*stream) (uint64, error) {
 		return 0, fmt.Errorf("%w: checkpoint checksum", ErrCorrupt)
 	}
 	d := decoder{b: body[len(ckptMagic):]}
+	var count uint64
+	if !v1 {
+		count = binary.LittleEndian.Uint64(body[len(body)-8:])
+		d.b = d.b[:len(d.b)-8]
+	}
 	start := d.u64()
 	e.nextID.Store(d.u64())
-	count := d.u64()
+	if v1 {
+		count = d.u64()
+	}
 	for i := uint64(0); i < count && d.err == nil; i++ {
 		s := &stream{}
 		m := &streamMeta{}
@@ -285,4 +313,66 @@ func (e *Engine) loadCheckpoint(byID map[uint64]*stream) (uint64, error) {
 	}
 	e.ckptLSN.Store(start)
 	return start, nil
+}
+
+// ckptWriter writes a checkpoint to a temporary file as it is encoded,
+// keeping a running CRC, and renames it into place on commit.
+type ckptWriter struct {
+	fs        vfs.FS
+	path, tmp string
+	f         *os.File
+	buf       []byte
+	off       int64
+	crc       uint32
+}
+
+func newCkptWriter(fs vfs.FS, path string) (*ckptWriter, error) {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	return &ckptWriter{fs: fs, path: path, tmp: tmp, f: f, buf: make([]byte, 0, 1<<20+64<<10)}, nil
+}
+
+// flush writes the buffer out once it holds at least min bytes.
+func (cw *ckptWriter) flush(min int) error {
+	if len(cw.buf) < max(min, 1) {
+		return nil
+	}
+	cw.crc = crc32.Update(cw.crc, castagnoli, cw.buf)
+	if _, err := cw.fs.WriteAt(cw.f, cw.buf, cw.off); err != nil {
+		return err
+	}
+	cw.off += int64(len(cw.buf))
+	cw.buf = cw.buf[:0]
+	return nil
+}
+
+// commit appends the CRC, makes the file durable and renames it into place.
+func (cw *ckptWriter) commit() error {
+	cw.buf = binary.LittleEndian.AppendUint32(cw.buf[:0], cw.crc)
+	if _, err := cw.fs.WriteAt(cw.f, cw.buf, cw.off); err != nil {
+		return err
+	}
+	if err := cw.fs.Fsync(cw.f); err != nil {
+		return err
+	}
+	err := cw.f.Close()
+	cw.f = nil
+	if err != nil {
+		return err
+	}
+	if err := cw.fs.Rename(cw.tmp, cw.path); err != nil {
+		return err
+	}
+	return syncDir(cw.fs, dirOf(cw.path))
+}
+
+// abort drops an uncommitted checkpoint.
+func (cw *ckptWriter) abort() {
+	if cw.f != nil {
+		cw.f.Close()
+		os.Remove(cw.tmp)
+	}
 }

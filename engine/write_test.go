@@ -2,8 +2,10 @@ package engine
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"io/fs"
 	"os"
@@ -1603,4 +1605,44 @@ func streamFiles(t *testing.T, e *Engine, id uint64) []string {
 		t.Fatal(err)
 	}
 	return files
+}
+
+// TestCheckpointV1StillLoads: a checkpoint in the first format (stream
+// count in the header, written in one piece) is still read.
+func TestCheckpointV1StillLoads(t *testing.T) {
+	dir := t.TempDir()
+	o := smallOpts(DurabilitySync)
+	e := startEngineIn(t, dir, o)
+	mustCreate(t, e, "a", CreateOptions{Data: []byte("one")})
+	mustCreate(t, e, "b", CreateOptions{ContentType: "application/json", Data: []byte(`[1,2]`)})
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, ckptName)
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(raw[:len(ckptMagic)]) != string(ckptMagic) {
+		t.Fatalf("checkpoint starts %q", raw[:len(ckptMagic)])
+	}
+	// Rewrite it as v1: magic, c0, nextID, count, streams, CRC.
+	body := raw[:len(raw)-4]
+	hdr := len(ckptMagic) + 16
+	count := body[len(body)-8:]
+	v1 := append([]byte(nil), ckptMagicV1...)
+	v1 = append(v1, body[len(ckptMagic):hdr]...)
+	v1 = append(v1, count...)
+	v1 = append(v1, body[hdr:len(body)-8]...)
+	v1 = binary.LittleEndian.AppendUint32(v1, crc32.Checksum(v1, castagnoli))
+	if err := os.WriteFile(path, v1, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e = startEngineIn(t, dir, o)
+	if got := readString(t, e, "a"); got != "one" {
+		t.Fatalf("a: %q", got)
+	}
+	if got := readString(t, e, "b"); got != "[1,2]" {
+		t.Fatalf("b: %q", got)
+	}
 }
