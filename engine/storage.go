@@ -235,13 +235,18 @@ type fill func(f *segment.File, pos, n int64) (bool, error)
 // the msync after it were 25% and 46% of the server's CPU.
 func (e *Engine) copyFill(data []byte) fill {
 	return func(f *segment.File, pos, n int64) (bool, error) {
-		if int64(len(data)) >= e.opts.LargeAppendBytes {
+		if e.large(len(data)) {
 			return true, f.Pwrite(data, pos)
 		}
 		copy(f.Bytes(pos, n), data)
 		return true, nil
 	}
 }
+
+// large reports whether an append of n bytes is large: written with pwrite
+// and, in durable mode, referenced rather than carried by its commit-log
+// record.
+func (e *Engine) large(n int) bool { return int64(n) >= e.opts.LargeAppendBytes }
 
 // putData places n bytes at off in s's segments (a new segment when they do
 // not fit the last one) with fill, and indexes the end boundary. fill
@@ -286,28 +291,13 @@ func (e *Engine) putData(s *stream, off Offset, n int64, fill fill) (bool, error
 	return true, nil
 }
 
-// pinRange pins the segment holding s's own bytes [from, to) (one segment:
-// appends never span two) and returns it with the range inside it, so that
-// a large append can sync its bytes after s.mu is released. Called with
-// s.mu held; the caller must Release the file.
-func (e *Engine) pinRange(s *stream, from, to Offset) (*segment.File, int64, int64, error) {
-	d := s.data
-	ds := d.lastSeg()
-	for i := len(d.segs) - 1; i >= 0 && d.segs[i].base > uint64(from); i-- {
-		ds = d.segs[i-1]
-	}
-	f, err := e.store.pin(s.id, ds, false)
-	if err != nil {
-		return nil, 0, 0, err
-	}
-	return f, int64(uint64(from) - ds.base), int64(to - from), nil
-}
-
-// undoData forgets an append at off that wrote its bytes but did not
-// commit: index entries past off go, and so does a segment that starts at
-// off (it holds nothing committed). The bytes themselves are simply
-// overwritten by the next append. Called with s.mu held.
-func (e *Engine) undoData(s *stream, off Offset) {
+// undoData forgets an append of n bytes at off that wrote its bytes but did
+// not commit: they leave the stored-bytes count, index entries past off go,
+// and so does a segment that starts at off (it holds nothing committed).
+// The bytes themselves are simply overwritten by the next append. Called
+// with s.mu held.
+func (e *Engine) undoData(s *stream, off Offset, n int64) {
+	e.storedBytes.Add(-n)
 	d := s.data
 	if d == nil || d.idx == nil {
 		return

@@ -570,7 +570,23 @@ func (e *Engine) appendLocked(s *stream, data []byte, o *AppendOptions) (AppendR
 	}
 
 	off := s.tail
-	if err := e.writeData(s, off, data); err != nil {
+	// A large append is only referenced by its record: its appender syncs
+	// its bytes, through the pin the store takes here, after s.mu is
+	// released.
+	ref := e.wal != nil && e.large(len(data))
+	fill := e.copyFill(data)
+	if ref {
+		store := fill
+		fill = func(f *segment.File, pos, n int64) (bool, error) {
+			ok, err := store(f, pos, n)
+			if ok && err == nil {
+				f.Acquire() // cannot fail: putData holds a pin
+				pend.refFile, pend.refPos, pend.refLen = f, pos, n
+			}
+			return ok, err
+		}
+	}
+	if _, err := e.putData(s, off, int64(len(data)), fill); err != nil {
 		return AppendResult{}, pending{}, err
 	}
 	rec := appendRec{id: s.id, offset: uint64(off)}
@@ -586,7 +602,7 @@ func (e *Engine) appendLocked(s *stream, data []byte, o *AppendOptions) (AppendR
 		rec.mseq = o.Seq
 	}
 	tailData := data
-	if e.wal != nil && int64(len(data)) >= e.opts.LargeAppendBytes {
+	if ref {
 		rec.flags |= fRef
 		rec.refLen, rec.refCRC = uint64(len(data)), crc32.Checksum(data, castagnoli)
 		tailData = nil
@@ -595,18 +611,14 @@ func (e *Engine) appendLocked(s *stream, data []byte, o *AppendOptions) (AppendR
 	*meta = rec.encode((*meta)[:0])
 	lsn, err := e.commit(*meta, tailData)
 	e.putBuf(meta)
-	if err == nil && rec.flags&fRef != 0 {
-		pend.refFile, pend.refPos, pend.refLen, err = e.pinRange(s, off, off+Offset(len(data)))
-		if err != nil {
-			e.wal.fail(err) // the record is in the log: its data must be synced
-		}
-	}
 	if err != nil {
-		e.undoData(s, off)
-		e.storedBytes.Add(-int64(len(data)))
+		if pend.refFile != nil {
+			pend.refFile.Release()
+		}
+		e.undoData(s, off, int64(len(data)))
 		return AppendResult{}, pending{}, err
 	}
-	if rec.flags&fRef != 0 {
+	if ref {
 		s.refEnd = off + Offset(len(data))
 	}
 	s.tail += Offset(len(data))
