@@ -85,18 +85,11 @@ func create(fs vfs.FS, path string, capacity int64, written bool) (*File, error)
 	if err == nil && written {
 		err = zeroRange(fs, f, st.Size(), capacity)
 	}
-	var s *File
 	if err != nil {
-		err = fmt.Errorf("segment: reserve %d bytes for %s: %w", capacity, path, err)
-	} else {
-		s, err = mapFile(fs, f, capacity)
+		f.Close()
+		return nil, fmt.Errorf("segment: reserve %d bytes for %s: %w", capacity, path, err)
 	}
-	if err != nil || !written {
-		f.Close() // the mapping outlives the descriptor
-		return s, err
-	}
-	s.fd = f
-	return s, nil
+	return mapFile(fs, f, capacity, written)
 }
 
 // Open maps an existing file read-write at its current size.
@@ -120,16 +113,11 @@ func open(fs vfs.FS, path string, keepFD bool) (*File, error) {
 	if err == nil && st.Size() == 0 {
 		err = fmt.Errorf("segment: open %s: empty file", path)
 	}
-	var s *File
-	if err == nil {
-		s, err = mapFile(fs, f, st.Size())
+	if err != nil {
+		f.Close()
+		return nil, err
 	}
-	if err != nil || !keepFD {
-		f.Close() // the mapping outlives the descriptor
-		return s, err
-	}
-	s.fd = f
-	return s, nil
+	return mapFile(fs, f, st.Size(), keepFD)
 }
 
 // reserve makes sure the file has capacity bytes of allocated blocks.
@@ -140,11 +128,6 @@ func reserve(fs vfs.FS, f *os.File, capacity int64) error {
 	}
 	// Filesystems without fallocate: write the zeros ourselves so the blocks
 	// are allocated before anything is written through the mapping.
-	return zeroFill(fs, f, capacity)
-}
-
-// zeroFill writes zeros from the file's current size up to capacity.
-func zeroFill(fs vfs.FS, f *os.File, capacity int64) error {
 	st, err := f.Stat()
 	if err != nil {
 		return err
@@ -165,16 +148,25 @@ func zeroRange(fs vfs.FS, f *os.File, from, to int64) error {
 	return nil
 }
 
-func mapFile(fs vfs.FS, f *os.File, capacity int64) (*File, error) {
+// mapFile maps f and keeps it as the File's descriptor (keepFD) or closes
+// it: the mapping outlives the descriptor.
+func mapFile(fs vfs.FS, f *os.File, capacity int64, keepFD bool) (*File, error) {
 	if capacity > int64(^uint(0)>>1) {
+		f.Close()
 		return nil, fmt.Errorf("segment: capacity %d too large to map", capacity)
 	}
 	mm, err := mmap.MapRegion(f, int(capacity), mmap.RDWR, 0, 0)
 	if err != nil {
+		f.Close()
 		return nil, fmt.Errorf("segment: map %s: %w", f.Name(), err)
 	}
 	s := &File{buf: mm, mm: mm, fs: fs, path: f.Name()}
 	s.refs.Store(1)
+	if keepFD {
+		s.fd = f
+	} else {
+		f.Close()
+	}
 	return s, nil
 }
 
