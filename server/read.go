@@ -82,12 +82,8 @@ func (s *Server) catchUp(w http.ResponseWriter, r *http.Request, name string, fr
 func (s *Server) writeTail(w http.ResponseWriter, c *engine.Chunk, status int) {
 	h := w.Header()
 	h.Set("Content-Type", c.ContentType)
-	h.Set(hNextOffset, c.Next.String())
 	h.Set(hUpToDate, "true")
-	h.Set("Cache-Control", "no-store")
-	if c.Closed {
-		h.Set(hStreamClosed, "true")
-	}
+	setTailHeaders(h, c.Next, c.Closed)
 	if status == http.StatusNoContent {
 		w.WriteHeader(status)
 		return

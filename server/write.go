@@ -99,11 +99,7 @@ func (s *Server) handleAppend(w http.ResponseWriter, r *http.Request, name strin
 	}
 	s.metrics.appendLatency.observe(time.Since(start))
 	h := w.Header()
-	h[hNextOffset] = []string{res.Tail.String()}
-	h["Cache-Control"] = valNoStore
-	if res.Closed {
-		h[hStreamClosed] = valTrue
-	}
+	setTailHeaders(h, res.Tail, res.Closed)
 	if producer != nil {
 		h.Set(hProducerEpoch, strconv.FormatUint(res.ProducerEpoch, 10))
 		h.Set(hProducerSeq, strconv.FormatUint(res.ProducerSeq, 10))
@@ -145,10 +141,18 @@ func (s *Server) handleHead(w http.ResponseWriter, r *http.Request, name string)
 // setInfoHeaders sets the metadata headers that create and HEAD share.
 func setInfoHeaders(h http.Header, info engine.StreamInfo) {
 	h.Set("Content-Type", info.ContentType)
-	h.Set(hNextOffset, info.Tail.String())
-	h.Set("Cache-Control", "no-store")
-	if info.Closed {
-		h.Set(hStreamClosed, "true")
+	setTailHeaders(h, info.Tail, info.Closed)
+}
+
+// setTailHeaders sets the headers of a response that reports a stream's
+// tail and must not be cached: next offset, no-store, closure. The keys are
+// canonical and the shared values never modified, so the map is assigned
+// directly (these are on every append's path).
+func setTailHeaders(h http.Header, tail engine.Offset, closed bool) {
+	h[hNextOffset] = []string{tail.String()}
+	h["Cache-Control"] = valNoStore
+	if closed {
+		h[hStreamClosed] = valTrue
 	}
 }
 
