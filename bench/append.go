@@ -151,28 +151,10 @@ func (r *runner) createLoop(limit int64) (*tally, error) {
 			}
 			path := string(strconv.AppendInt(pb[:len(pathBase)], i, 10))
 			start := time.Now()
-			resp, err := r.c.sendPath(tmplPut, path, nil)
-			if err != nil {
-				t.fail(err)
+			if ok, _ := r.c.exchange(t, withPath(tmplPut, path), nil, buf); !ok {
 				continue
 			}
-			if _, err := drain(resp, buf); err != nil {
-				t.fail(err)
-				continue
-			}
-			if !t.status(resp.StatusCode) {
-				continue
-			}
-			resp, err = r.c.sendPath(tmplPost, path, body)
-			if err != nil {
-				t.fail(err)
-				continue
-			}
-			if _, err := drain(resp, buf); err != nil {
-				t.fail(err)
-				continue
-			}
-			if t.status(resp.StatusCode) {
+			if ok, _ := r.c.exchange(t, withPath(tmplPost, path), body, buf); ok {
 				recordUS(t.lat, time.Since(start))
 				t.ops++
 				t.msgs++

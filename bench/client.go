@@ -71,8 +71,8 @@ func (c *client) send(tmpl *http.Request, body []byte) (*http.Response, error) {
 	return c.tr.RoundTrip(req)
 }
 
-// sendPath is send with the template's URL path replaced.
-func (c *client) sendPath(tmpl *http.Request, path string, body []byte) (*http.Response, error) {
+// withPath returns a copy of tmpl with its URL path replaced.
+func withPath(tmpl *http.Request, path string) *http.Request {
 	u := new(url.URL)
 	*u = *tmpl.URL
 	u.Path, u.RawPath = path, ""
@@ -80,13 +80,7 @@ func (c *client) sendPath(tmpl *http.Request, path string, body []byte) (*http.R
 	*req = *tmpl
 	req.URL = u
 	req.Host = u.Host
-	if body != nil {
-		br := &bodyReader{}
-		br.Reset(body)
-		req.Body = br
-		req.ContentLength = int64(len(body))
-	}
-	return c.tr.RoundTrip(req)
+	return req
 }
 
 // drain reads and closes a response body, returning how many bytes it had.
