@@ -290,3 +290,27 @@ func TestCheckpointFaults(t *testing.T) {
 		})
 	}
 }
+
+// TestFailedCommitKeepsStoredBytes: a create or append whose bytes reached
+// the stream's segment but whose record did not reach the log leaves the
+// stored-bytes count as it was.
+func TestFailedCommitKeepsStoredBytes(t *testing.T) {
+	ctx := context.Background()
+	fs := errorfs.New(nil)
+	e := openTest(t, t.TempDir(), faultOpts(fs))
+	mustCreate(t, e, "a", CreateOptions{Data: []byte("kept")})
+	before := e.Stats().StoredBytes
+	// The active commit-log segment only: the preparer writes the next one.
+	active := "/wal/" + walName(0)
+	fs.Inject(errorfs.Rule{Op: errorfs.Write, PathContains: active, Err: syscall.ENOSPC, Times: 1})
+	if _, _, err := e.Create(ctx, "b", CreateOptions{Data: []byte("lost create")}); err == nil {
+		t.Fatal("create whose record could not be written succeeded")
+	}
+	fs.Inject(errorfs.Rule{Op: errorfs.Write, PathContains: active, Err: syscall.ENOSPC, Times: 1})
+	if _, err := e.Append(ctx, "a", []byte("lost append"), AppendOptions{}); err == nil {
+		t.Fatal("append whose record could not be written succeeded")
+	}
+	if got := e.Stats().StoredBytes; got != before {
+		t.Fatalf("StoredBytes %d after failed commits, want %d", got, before)
+	}
+}

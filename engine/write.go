@@ -216,6 +216,7 @@ func (e *Engine) createNew(path string, o *CreateOptions) (StreamInfo, bool, err
 	}
 	s.tail = m.forkOffset
 	err := e.writeData(s, s.tail, data)
+	written := err == nil
 	var lsn uint64
 	if err == nil {
 		rec := createRec{id: s.id, path: path, contentType: m.contentType, ttl: m.ttl,
@@ -246,6 +247,9 @@ func (e *Engine) createNew(path string, o *CreateOptions) (StreamInfo, bool, err
 	if err != nil {
 		s.setState(stDeleted)
 		e.streams.Compute(path, func(old *stream, loaded bool) (*stream, bool) { return old, loaded && old == s })
+		if written {
+			e.storedBytes.Add(-int64(len(data)))
+		}
 		if s.data != nil {
 			e.store.drop(s.data.segs)
 			e.store.removeFiles(s.id, s.data.segs)
