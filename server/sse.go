@@ -136,8 +136,9 @@ func (s *Server) writeControl(bw *bufio.Writer, cursor int64, c *engine.Chunk) {
 // chunkBytes is the chunk's wire body in one slice, copied only when it
 // spans buffers.
 func chunkBytes(c *engine.Chunk) []byte {
-	if b := c.Buffers(); len(b) == 1 {
+	b := c.Buffers()
+	if len(b) == 1 {
 		return b[0]
 	}
-	return bytes.Join(c.Buffers(), nil)
+	return bytes.Join(b, nil)
 }
