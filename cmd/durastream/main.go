@@ -159,8 +159,8 @@ func serve(args []string) error {
 		return err
 	}
 	// Most of a large server's heap is per-stream state that lives as long
-	// as the stream, so the default GC target is 50%, not Go's 100%: at a
-	// million streams that is the difference between about 1.6 and 1 GB RSS.
+	// as the stream, so the default GC target is 50%, not Go's 100%
+	// (measured at 150k streams: 1,148 -> 911 B of anonymous RSS each).
 	debug.SetGCPercent(f.gcPercent)
 	if f.memLimit > 0 {
 		debug.SetMemoryLimit(f.memLimit)
