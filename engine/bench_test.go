@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -264,6 +265,49 @@ func BenchmarkWake(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkAppendWhileTailed is one durable appender on a stream that 1,000
+// tailers follow (Wait, then Read to the tail: what a live SSE or long-poll
+// reader does). Every append wakes all of them at once; what is measured is
+// how long the appender's own commit waits behind them (latency p50/p99).
+func BenchmarkAppendWhileTailed(b *testing.B) {
+	const tailers = 1000
+	e := benchEngine(b, nil)
+	createStreams(b, e, 1, "application/octet-stream")
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for range tailers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			next := Offset(0)
+			for e.Wait(ctx, "bench/0", next) == nil {
+				c, err := e.Read("bench/0", At(next), ReadOptions{})
+				if err != nil {
+					return
+				}
+				next = c.Next
+				c.Release()
+			}
+		}()
+	}
+	defer func() { cancel(); wg.Wait() }()
+	time.Sleep(10 * time.Millisecond) // let them park
+	msg := make([]byte, 100)
+	lat := make([]time.Duration, b.N)
+	b.ResetTimer()
+	for i := range lat {
+		t := time.Now()
+		if _, err := e.Append(context.Background(), "bench/0", msg, AppendOptions{}); err != nil {
+			b.Fatal(err)
+		}
+		lat[i] = time.Since(t)
+	}
+	b.StopTimer()
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
 }
 
 // BenchmarkCreate creates streams from 64 goroutines (one op = one stream);

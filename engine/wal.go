@@ -244,6 +244,7 @@ func (w *wal) prepareLoop() {
 // commitLoop is the group committer.
 func (w *wal) commitLoop() {
 	defer close(w.done)
+	var mark, lastBatch uint64 // records counted at the last sync, and in its batch
 	for {
 		select {
 		case <-w.kick:
@@ -252,12 +253,19 @@ func (w *wal) commitLoop() {
 			return
 		}
 		for w.synced.Load() < w.written.Load() && w.err() == nil {
-			// Let appenders that the last sync released, and are runnable
-			// now, write their records first: one yield, not a timed wait,
-			// turns the alternation of tiny and large batches into steady
-			// large ones.
-			runtime.Gosched()
+			// When the last sync released several appenders, those that
+			// have not written again yet are probably runnable: yield once
+			// so they join this batch, which turns the alternation of tiny
+			// and large batches into steady large ones. Not for a lone
+			// appender, which has written already: Gosched would queue the
+			// committer behind every runnable goroutine, e.g. the thousand
+			// readers its last append woke.
+			if lastBatch > 1 {
+				runtime.Gosched()
+			}
+			n := w.records.Load()
 			w.syncOnce()
+			lastBatch, mark = n-mark, n
 		}
 	}
 }
