@@ -190,7 +190,17 @@ func TestDiskFullCommitLog(t *testing.T) {
 	ok.check(t, e)
 }
 
-func TestSyncFailureStopsWrites(t *testing.T) {
+// TestCommitLogFailureStopsWrites: a failed write or sync of the commit log
+// stops the engine's writes (a batch of other appenders' records is lost
+// with it, and a sync is never retried and then trusted); reads go on and a
+// restart recovers the last durable state.
+func TestCommitLogFailureStopsWrites(t *testing.T) {
+	for _, op := range []errorfs.Op{errorfs.Fdatasync, errorfs.Write} {
+		t.Run(string(op), func(t *testing.T) { testCommitLogFailure(t, op) })
+	}
+}
+
+func testCommitLogFailure(t *testing.T, op errorfs.Op) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	fs := errorfs.New(nil)
@@ -204,9 +214,9 @@ func TestSyncFailureStopsWrites(t *testing.T) {
 		}
 		ok["a"] = append(ok["a"], body...)
 	}
-	fs.Inject(errorfs.Rule{Op: errorfs.Fdatasync, PathContains: "/wal/", Err: syscall.EIO, Times: 1})
+	fs.Inject(errorfs.Rule{Op: op, PathContains: "/wal/", Err: syscall.EIO, Times: 1})
 	if _, err := e.Append(ctx, "a", []byte("lost?"), AppendOptions{}); !errors.Is(err, ErrFailed) {
-		t.Fatalf("append whose commit sync failed: %v", err)
+		t.Fatalf("append whose commit failed: %v", err)
 	}
 	// The failure is sticky even though the next sync would succeed: a sync
 	// is never retried and then trusted.
@@ -292,23 +302,31 @@ func TestCheckpointFaults(t *testing.T) {
 }
 
 // TestFailedCommitKeepsStoredBytes: a create or append whose bytes reached
-// the stream's segment but whose record did not reach the log leaves the
+// the stream's segment but whose record did not reach the log (the log is
+// full and the disk has no room for its next segment) leaves the
 // stored-bytes count as it was.
 func TestFailedCommitKeepsStoredBytes(t *testing.T) {
 	ctx := context.Background()
 	fs := errorfs.New(nil)
 	e := openTest(t, t.TempDir(), faultOpts(fs))
 	mustCreate(t, e, "a", CreateOptions{Data: []byte("kept")})
-	before := e.Stats().StoredBytes
-	// The active commit-log segment only: the preparer writes the next one.
-	active := "/wal/" + walName(0)
-	fs.Inject(errorfs.Rule{Op: errorfs.Write, PathContains: active, Err: syscall.ENOSPC, Times: 1})
-	if _, _, err := e.Create(ctx, "b", CreateOptions{Data: []byte("lost create")}); err == nil {
-		t.Fatal("create whose record could not be written succeeded")
+	fs.Inject(errorfs.Rule{Op: errorfs.Fallocate, PathContains: "/wal/", Err: syscall.ENOSPC})
+	body := bytes.Repeat([]byte("w"), 1000)
+	for i := 0; ; i++ {
+		_, err := e.Append(ctx, "a", body, AppendOptions{})
+		if errors.Is(err, ErrNoSpace) {
+			break
+		}
+		if err != nil || i == 1000 {
+			t.Fatalf("filling the commit log: append %d: %v", i, err)
+		}
 	}
-	fs.Inject(errorfs.Rule{Op: errorfs.Write, PathContains: active, Err: syscall.ENOSPC, Times: 1})
-	if _, err := e.Append(ctx, "a", []byte("lost append"), AppendOptions{}); err == nil {
-		t.Fatal("append whose record could not be written succeeded")
+	before := e.Stats().StoredBytes
+	if _, _, err := e.Create(ctx, "b", CreateOptions{Data: body}); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("create whose record did not fit: %v", err)
+	}
+	if _, err := e.Append(ctx, "a", body, AppendOptions{}); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("append whose record did not fit: %v", err)
 	}
 	if got := e.Stats().StoredBytes; got != before {
 		t.Fatalf("StoredBytes %d after failed commits, want %d", got, before)

@@ -22,11 +22,12 @@ import (
 // segment whose base LSN is b covers [b, b+cap), and the next segment's base
 // is b+cap. Segment files are named by their base LSN.
 //
-// Writers copy their record into the active segment's mapping under mu, in
-// LSN order, and then wait in waitDurable. One committer goroutine syncs
-// everything written so far and advances synced, releasing every waiter at or
-// below it: the batch is whatever arrived during the previous sync, with no
-// timer on the hot path.
+// Writers frame their record into an in-memory batch under mu, in LSN order,
+// and then wait in waitDurable. One committer goroutine takes the batch,
+// writes it to the active segment with one pwrite, syncs, and advances
+// synced, releasing every waiter at or below it: the batch is whatever
+// arrived during the previous sync, with no timer on the hot path, and an
+// append costs a copy, not a system call.
 //
 // Every segment keeps rolloverSize bytes free at its end for a rollover
 // record, so recovery can tell "this segment is full, continue in the next"
@@ -36,6 +37,10 @@ import (
 const walSuffix = ".wal"
 
 var rolloverSize = segment.RecordSize(1)
+
+// maxSpareBatch caps the batch buffer the committer keeps for reuse, so one
+// burst of large records does not pin its memory.
+const maxSpareBatch = 4 << 20
 
 type walSeg struct {
 	base uint64
@@ -50,9 +55,11 @@ type wal struct {
 	dir     string
 	segSize int64
 
-	mu   sync.Mutex
-	segs []*walSeg // oldest first; the last is active
-	pos  int64     // write position in the active segment
+	mu    sync.Mutex
+	segs  []*walSeg // oldest first; the last is active
+	pos   int64     // end of the last record in the active segment
+	batch []byte    // records not yet in the file; they end at pos
+	spare []byte    // the committer's last batch, reused (committer only)
 
 	written  atomic.Uint64 // LSN past the last fully written record
 	synced   atomic.Uint64 // LSN up to which everything is durable
@@ -61,8 +68,8 @@ type wal struct {
 
 	kick    chan struct{}
 	stop    chan struct{}
-	done    chan struct{}
-	spare   chan prepared // the preparer's result for the one outstanding request
+	done    chan struct{} // closed when the committer and the preparer have stopped
+	next    chan prepared // the preparer's result for the one outstanding request
 	prepare chan uint64   // base LSN the preparer should make next
 
 	// Counters for metrics and benchmarks.
@@ -106,7 +113,7 @@ func startWAL(fs vfs.FS, dir string, segSize int64, segs []*walSeg, pos uint64) 
 		kick:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
-		spare:   make(chan prepared, 1),
+		next:    make(chan prepared, 1),
 		prepare: make(chan uint64, 1),
 	}
 	active := segs[len(segs)-1]
@@ -115,8 +122,10 @@ func startWAL(fs vfs.FS, dir string, segSize int64, segs []*walSeg, pos uint64) 
 	w.synced.Store(pos)
 	ch := make(chan struct{})
 	w.syncedCh.Store(&ch)
-	go w.commitLoop()
-	go w.prepareLoop()
+	var loops sync.WaitGroup
+	loops.Go(w.commitLoop)
+	loops.Go(w.prepareLoop)
+	go func() { loops.Wait(); close(w.done) }()
 	w.prepare <- active.end()
 	return w
 }
@@ -134,10 +143,15 @@ func (w *wal) fail(err error) {
 	w.failure.CompareAndSwap(nil, &err)
 }
 
-// write appends one record (payload a then b) and returns the LSN just past
-// it. The caller must then waitDurable(lsn) before acknowledging.
+// write appends one record (payload a then b) to the batch and returns the
+// LSN just past it. The caller must then waitDurable(lsn) before
+// acknowledging.
 func (w *wal) write(a, b []byte) (uint64, error) {
-	need := segment.RecordSize(len(a) + len(b))
+	n := len(a) + len(b)
+	if n == 0 || n > segment.MaxPayload {
+		return 0, fmt.Errorf("commit record of %d bytes", n)
+	}
+	need := segment.RecordSize(n)
 	w.mu.Lock()
 	if err := w.err(); err != nil {
 		w.mu.Unlock()
@@ -151,13 +165,9 @@ func (w *wal) write(a, b []byte) (uint64, error) {
 			return 0, err
 		}
 	}
-	end, err := active.f.WriteRecord(w.pos, a, b)
-	if err != nil {
-		w.mu.Unlock()
-		return 0, err
-	}
-	w.pos = end
-	lsn := active.base + uint64(end)
+	w.batch = segment.AppendRecord(w.batch, a, b)
+	w.pos += need
+	lsn := active.base + uint64(w.pos)
 	w.written.Store(lsn)
 	w.mu.Unlock()
 	w.records.Add(1)
@@ -168,8 +178,9 @@ func (w *wal) write(a, b []byte) (uint64, error) {
 	return lsn, nil
 }
 
-// roll closes the active segment with a rollover record and activates the
-// next one, sized for a record of need bytes. Called with mu held.
+// roll closes the active segment with a rollover record, writing it and the
+// batch there, and activates the next one, sized for a record of need bytes.
+// Called with mu held.
 //
 // Exactly one preparation is outstanding at any time (requested when the
 // previous segment became active), so the writer and the preparer never
@@ -179,7 +190,7 @@ func (w *wal) roll(need int64) (*walSeg, error) {
 	old := w.segs[len(w.segs)-1]
 	base := old.end()
 	size := max(w.segSize, need+rolloverSize)
-	res := <-w.spare
+	res := <-w.next
 	next, err := res.seg, res.err
 	if err == nil && next.f.Cap() < size {
 		// Too small for this record: grow the same file.
@@ -192,12 +203,16 @@ func (w *wal) roll(need int64) (*walSeg, error) {
 		w.prepare <- base // keep one preparation outstanding
 		return nil, classifyIOErr(err)
 	}
-	if _, err := old.f.WriteRecord(w.pos, []byte{recRollover}, nil); err != nil {
-		w.spare <- prepared{seg: next}
-		return nil, err
+	w.batch = segment.AppendRecord(w.batch, []byte{recRollover}, nil)
+	if err := old.f.WriteAt(w.batch, w.pos+rolloverSize-int64(len(w.batch))); err != nil {
+		// The batch held other writers' records: they can never be synced.
+		w.fail(fmt.Errorf("write commit log: %w", err))
+		w.next <- prepared{seg: next}
+		return nil, w.err()
 	}
 	w.segs = append(w.segs, next)
 	w.pos = 0
+	w.batch = w.batch[:0]
 	w.prepare <- next.end()
 	return next, nil
 }
@@ -236,14 +251,13 @@ func (w *wal) prepareLoop() {
 			return
 		case base := <-w.prepare:
 			s, err := createWALSeg(w.fs, w.dir, base, w.segSize)
-			w.spare <- prepared{seg: s, err: err}
+			w.next <- prepared{seg: s, err: err}
 		}
 	}
 }
 
 // commitLoop is the group committer.
 func (w *wal) commitLoop() {
-	defer close(w.done)
 	var mark, lastBatch uint64 // records counted at the last sync, and in its batch
 	for {
 		select {
@@ -270,13 +284,22 @@ func (w *wal) commitLoop() {
 	}
 }
 
-// syncOnce makes everything written so far durable and releases its waiters.
+// syncOnce writes the batch, makes everything written so far durable and
+// releases its waiters. Only the committer goroutine calls it.
 func (w *wal) syncOnce() {
-	from, target := w.synced.Load(), w.written.Load()
-	if target <= from || w.err() != nil {
+	from := w.synced.Load()
+	if w.err() != nil {
 		return
 	}
 	w.mu.Lock()
+	target := w.written.Load()
+	if target <= from {
+		w.mu.Unlock()
+		return
+	}
+	active := w.segs[len(w.segs)-1]
+	batch, at := w.batch, w.pos-int64(len(w.batch))
+	w.batch = w.spare[:0]
 	var todo []*walSeg
 	for _, s := range w.segs {
 		if s.end() > from && s.base < target {
@@ -286,6 +309,15 @@ func (w *wal) syncOnce() {
 	w.mu.Unlock()
 	start := time.Now()
 	defer func() { w.syncNanos.Add(int64(time.Since(start))) }()
+	err := active.f.WriteAt(batch, at)
+	if cap(batch) <= maxSpareBatch {
+		w.spare = batch
+	}
+	if err != nil {
+		w.fail(fmt.Errorf("write commit log: %w", err))
+		w.broadcast()
+		return
+	}
 	for _, s := range todo {
 		lo := max(from, s.base) - s.base
 		hi := min(target, s.end()) - s.base
@@ -348,7 +380,7 @@ func (w *wal) close() error {
 		s.f.Close()
 	}
 	select {
-	case p := <-w.spare:
+	case p := <-w.next:
 		if p.seg != nil {
 			p.seg.f.Close() // left in place: recovery reuses or removes it
 		}

@@ -41,12 +41,11 @@ type File struct {
 	mm  mmap.MMap // nil for heap files
 	// fd is kept for files made by CreateWritten: writes go through it
 	// (pwrite) and syncs are fdatasync. nil: writes go through the mapping.
-	fd      *os.File
-	scratch []byte // WriteRecord's buffer in fd mode (writers are serialized)
-	fs      vfs.FS // syncs go through it (fault injection)
-	path    string
-	refs    atomic.Int32
-	done    atomic.Bool // Close was called
+	fd   *os.File
+	fs   vfs.FS // syncs go through it (fault injection)
+	path string
+	refs atomic.Int32
+	done atomic.Bool // Close was called
 }
 
 // Create creates path (or reuses an existing file there), reserves capacity

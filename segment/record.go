@@ -46,9 +46,17 @@ func Checksum(a, b []byte) uint32 {
 	return crc32.Update(c, castagnoli, b)
 }
 
-// WriteRecord writes a record whose payload is a followed by b at off, and
-// returns the offset just past it. The payload is split in two so that a
-// large data body is copied once, straight into the file.
+// AppendRecord appends the record whose payload is a followed by b to dst.
+// The caller keeps the payload size within (0, MaxPayload].
+func AppendRecord(dst, a, b []byte) []byte {
+	dst = binary.LittleEndian.AppendUint32(dst, uint32(len(a)+len(b)))
+	dst = binary.LittleEndian.AppendUint32(dst, Checksum(a, b))
+	dst = append(dst, a...)
+	return append(dst, b...)
+}
+
+// WriteRecord writes the record whose payload is a followed by b at off, and
+// returns the offset just past it.
 func (s *File) WriteRecord(off int64, a, b []byte) (int64, error) {
 	n := len(a) + len(b)
 	if n == 0 || n > MaxPayload {
@@ -58,17 +66,7 @@ func (s *File) WriteRecord(off int64, a, b []byte) (int64, error) {
 	if off < 0 || end > s.Cap() {
 		return 0, ErrFull
 	}
-	crc := Checksum(a, b)
-	if s.fd != nil {
-		return end, s.pwriteRecord(off, crc, a, b)
-	}
-	// Payload first, header last: a reader never sees a plausible header in
-	// front of a payload that is still being copied.
-	copy(s.buf[off+HeaderSize:], a)
-	copy(s.buf[off+HeaderSize+int64(len(a)):], b)
-	binary.LittleEndian.PutUint32(s.buf[off+4:], crc)
-	binary.LittleEndian.PutUint32(s.buf[off:], uint32(n))
-	return end, nil
+	return end, s.WriteAt(AppendRecord(nil, a, b), off)
 }
 
 // ReadRecord decodes the record at off in b. It returns io.EOF when there is
@@ -95,28 +93,4 @@ func ReadRecord(b []byte, off int64) (payload []byte, next int64, err error) {
 		return nil, off, ErrCorrupt
 	}
 	return p, end, nil
-}
-
-// pwriteRecord writes a record through the descriptor: one pwrite of header
-// and payload, or, for a large b, a second pwrite for b rather than a copy.
-func (s *File) pwriteRecord(off int64, crc uint32, a, b []byte) error {
-	n := len(a) + len(b)
-	buf := binary.LittleEndian.AppendUint32(s.scratch[:0], uint32(n))
-	buf = binary.LittleEndian.AppendUint32(buf, crc)
-	buf = append(buf, a...)
-	tail := b
-	if len(b) <= 64<<10 {
-		buf = append(buf, b...)
-		tail = nil
-	}
-	if cap(buf) <= 256<<10 {
-		s.scratch = buf
-	}
-	if err := s.WriteAt(buf, off); err != nil {
-		return err
-	}
-	if len(tail) > 0 {
-		return s.WriteAt(tail, off+int64(len(buf)))
-	}
-	return nil
 }

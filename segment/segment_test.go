@@ -502,7 +502,7 @@ func TestCreateWritten(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	big := bytes.Repeat([]byte("B"), 100<<10) // written with a second pwrite
+	big := bytes.Repeat([]byte("B"), 100<<10)
 	var off int64
 	var ends []int64
 	for _, p := range [][]byte{[]byte("first"), big, []byte("last")} {
