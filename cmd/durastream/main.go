@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/durastream/durastream/engine"
+	"github.com/durastream/durastream/gctune"
 	"github.com/durastream/durastream/server"
 )
 
@@ -71,9 +72,9 @@ type serveFlags struct {
 	trustForwardedFor                                       bool
 
 	// Go runtime memory settings.
-	gcPercent   int
-	memoryLimit string
-	memLimit    int64 // memoryLimit parsed; 0: none
+	gcPercent            int
+	memoryLimit, gcFloor string
+	memLimit, gcFloorN   int64 // memoryLimit and gcFloor parsed; 0: none
 }
 
 func parseServeFlags(args []string) (*serveFlags, error) {
@@ -94,6 +95,7 @@ func parseServeFlags(args []string) (*serveFlags, error) {
 	fs.StringVar(&f.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (off when empty)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long graceful shutdown waits for requests")
 	fs.IntVar(&f.gcPercent, "gc-percent", 50, "Go GC target: heap growth between collections, in percent (GOGC); lower trades CPU for memory")
+	fs.StringVar(&f.gcFloor, "gc-min-heap", "64MiB", "the GC lets the heap reach this size before collecting, whatever --gc-percent says; 0: no floor")
 	fs.StringVar(&f.memoryLimit, "memory-limit", "", "soft memory limit for the Go runtime (GOMEMLIMIT), e.g. 900MiB; empty: none")
 	fs.DurationVar(&f.readHeaderTimeout, "read-header-timeout", 10*time.Second, "time a client has to send request headers (slowloris); 0: none")
 	fs.DurationVar(&f.idleTimeout, "idle-timeout", 120*time.Second, "idle keep-alive connections are closed after this; 0: none")
@@ -160,8 +162,11 @@ func serve(args []string) error {
 	}
 	// Most of a large server's heap is per-stream state that lives as long
 	// as the stream, so the default GC target is 50%, not Go's 100%
-	// (measured at 150k streams: 1,148 -> 911 B of anonymous RSS each).
-	debug.SetGCPercent(f.gcPercent)
+	// (measured at 150k streams: 1,148 -> 911 B of anonymous RSS each). A
+	// small heap may still grow to --gc-min-heap between collections:
+	// collecting every few MB of request garbage cost 1,000 long-poll
+	// subscribers 40% of their p99 latency and appends 6% of throughput.
+	defer gctune.Start(f.gcPercent, f.gcFloorN).Stop()
 	if f.memLimit > 0 {
 		debug.SetMemoryLimit(f.memLimit)
 	}
@@ -253,6 +258,13 @@ func (f *serveFlags) checkLimits() error {
 		return errors.New("--rate-burst must not be negative")
 	case f.gcPercent <= 0:
 		return errors.New("--gc-percent must be positive")
+	}
+	if strings.TrimSpace(f.gcFloor) != "0" {
+		n, err := parseBytes(f.gcFloor)
+		if err != nil {
+			return fmt.Errorf("--gc-min-heap %q: want a size such as 64MiB, or 0", f.gcFloor)
+		}
+		f.gcFloorN = n
 	}
 	if f.memoryLimit != "" {
 		n, err := parseBytes(f.memoryLimit)

@@ -59,6 +59,7 @@ func TestParseServeFlagsDefaults(t *testing.T) {
 		{"shutdown-timeout", f.shutdownTimeout, 10 * time.Second},
 		{"gc-percent", f.gcPercent, 50},
 		{"memory-limit", f.memLimit, int64(0)},
+		{"gc-min-heap", f.gcFloorN, int64(64 << 20)},
 	}
 	for _, c := range checks {
 		if c.got != c.want {
@@ -93,6 +94,12 @@ func TestParseServeFlagsEnvAndFlags(t *testing.T) {
 			}},
 		{"env and flags mix", map[string]string{"DURASTREAM_ADDR": "127.0.0.1:1"}, []string{"--data-dir", "/tmp/x"}, func(f *serveFlags) error {
 			return errors.Join(expect("addr", f.addr, "127.0.0.1:1"), expect("dataDir", f.dataDir, "/tmp/x"))
+		}},
+		{"gc floor from env", map[string]string{"DURASTREAM_GC_MIN_HEAP": "256MiB"}, nil, func(f *serveFlags) error {
+			return expect("gcFloorN", f.gcFloorN, int64(256<<20))
+		}},
+		{"gc floor off", nil, []string{"--gc-min-heap", "0"}, func(f *serveFlags) error {
+			return expect("gcFloorN", f.gcFloorN, int64(0))
 		}},
 		{"tls pair", nil, []string{"--tls-cert", "c.pem", "--tls-key", "k.pem"}, func(f *serveFlags) error {
 			return errors.Join(expect("tlsCert", f.tlsCert, "c.pem"), expect("tlsKey", f.tlsKey, "k.pem"))
@@ -148,6 +155,7 @@ func TestParseServeFlagsErrors(t *testing.T) {
 		{name: "tls cert from env without key", env: map[string]string{"DURASTREAM_TLS_CERT": "c.pem"}, errHas: "tls"},
 		{name: "help", args: []string{"-h"}, errIs: flag.ErrHelp},
 		{name: "bad memory limit", args: []string{"--memory-limit", "lots"}, errHas: "memory-limit"},
+		{name: "bad gc floor", args: []string{"--gc-min-heap", "-1"}, errHas: "gc-min-heap"},
 		{name: "zero gc percent", env: map[string]string{"DURASTREAM_GC_PERCENT": "0"}, errHas: "gc-percent"},
 	}
 	for _, c := range cases {
