@@ -299,7 +299,7 @@ func (w *wal) syncOnce() {
 	}
 	active := w.segs[len(w.segs)-1]
 	batch, at := w.batch, w.pos-int64(len(w.batch))
-	w.batch = w.spare[:0]
+	w.batch, w.spare = w.spare[:0], nil
 	var todo []*walSeg
 	for _, s := range w.segs {
 		if s.end() > from && s.base < target {
