@@ -297,10 +297,11 @@ func ratioCell(a, b stat) string {
 	return fmt.Sprintf("%.2f×", r)
 }
 
-// byLabel returns the results of one scenario and label that have figures.
+// byLabel returns the results of one scenario and label that have figures,
+// leaving out million-stream runs (they have a table of their own).
 func byLabel(rs []*Result, scenario, label string) (ok, failed []*Result) {
 	for _, r := range rs {
-		if r.Scenario != scenario || r.Label != label {
+		if r.Scenario != scenario || r.Label != label || isMillion(r) {
 			continue
 		}
 		if r.ElapsedS > 0 {
@@ -517,10 +518,14 @@ func describe(sc string, rs []*Result) string {
 	return ""
 }
 
+func isMillion(r *Result) bool {
+	return r.Scenario == "many-streams" && r.Many != nil && r.Many.Target >= 1_000_000
+}
+
 func millionRuns(rs []*Result, o ReportOptions) []*Result {
 	var out []*Result
 	for _, r := range rs {
-		if r.Scenario == "many-streams" && r.Many != nil && r.Many.Target >= 1_000_000 && r.Label != o.Reference && r.Label != o.Null {
+		if isMillion(r) && r.Label != o.Reference && r.Label != o.Null {
 			out = append(out, r)
 		}
 	}
