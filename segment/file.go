@@ -77,12 +77,18 @@ func create(fs vfs.FS, path string, capacity int64, written bool) (*File, error)
 	if err != nil {
 		return nil, err
 	}
-	st, err := f.Stat()
+	var size int64 // what the file held before: only a written file needs it
+	if written {
+		var st os.FileInfo
+		if st, err = f.Stat(); err == nil {
+			size = st.Size()
+		}
+	}
 	if err == nil {
 		err = reserve(fs, f, capacity) // where a full disk shows
 	}
 	if err == nil && written {
-		err = zeroRange(fs, f, st.Size(), capacity)
+		err = zeroRange(fs, f, size, capacity)
 	}
 	if err != nil {
 		f.Close()
