@@ -37,6 +37,9 @@ type Engine struct {
 	wal     *wal // nil in memory mode
 	store   *storage
 	lock    *os.File
+	// replaying is set while recovery replays the commit log (before Open
+	// returns: no other goroutine runs then).
+	replaying bool
 
 	closed   atomic.Bool
 	stop     chan struct{}

@@ -119,23 +119,42 @@ func TestLargeAppendNotDurableCutsStream(t *testing.T) {
 	}
 }
 
+// TestLargeAppendSyncFailure: a failed sync of a large append's bytes stops
+// the engine's writes and shows nothing of the append, whether it started a
+// new segment (written and synced through a descriptor: fdatasync) or went
+// into a mapped one (msync).
 func TestLargeAppendSyncFailure(t *testing.T) {
-	ctx := context.Background()
-	fs := errorfs.New(nil)
-	o := largeOpts()
-	o.FS = fs
-	e := openTest(t, t.TempDir(), o)
-	defer e.Close()
-	mustCreate(t, e, "s", CreateOptions{})
-	fs.Inject(errorfs.Rule{Op: errorfs.Msync, PathContains: "/streams/", Err: syscall.EIO, Times: 1})
-	if _, err := e.Append(ctx, "s", pattern(5000, 3), AppendOptions{}); !errors.Is(err, ErrFailed) {
-		t.Fatalf("large append whose data sync failed: %v", err)
-	}
-	if _, err := e.Append(ctx, "s", []byte("x"), AppendOptions{}); !errors.Is(err, ErrFailed) {
-		t.Fatalf("append after a failed data sync: %v", err)
-	}
-	if got := readAll(t, e, "s"); got != "" {
-		t.Fatalf("unacknowledged data visible: %d bytes", len(got))
+	for _, tc := range []struct {
+		name   string
+		op     errorfs.Op
+		before string // small appends first: the second maps the segment
+		minSeg int64
+	}{
+		{name: "new segment", op: errorfs.Fdatasync, minSeg: 4096},
+		{name: "mapped segment", op: errorfs.Msync, before: "ab", minSeg: 64 << 10},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			fs := errorfs.New(nil)
+			o := largeOpts()
+			o.FS, o.MinSegmentSize = fs, tc.minSeg
+			e := openTest(t, t.TempDir(), o)
+			defer e.Close()
+			mustCreate(t, e, "s", CreateOptions{})
+			for _, b := range tc.before {
+				mustAppend(t, e, "s", string(b), AppendOptions{})
+			}
+			fs.Inject(errorfs.Rule{Op: tc.op, PathContains: "/streams/", Err: syscall.EIO, Times: 1})
+			if _, err := e.Append(ctx, "s", pattern(5000, 3), AppendOptions{}); !errors.Is(err, ErrFailed) {
+				t.Fatalf("large append whose data sync failed: %v", err)
+			}
+			if _, err := e.Append(ctx, "s", []byte("x"), AppendOptions{}); !errors.Is(err, ErrFailed) {
+				t.Fatalf("append after a failed data sync: %v", err)
+			}
+			if got := readAll(t, e, "s"); got != tc.before {
+				t.Fatalf("unacknowledged data visible: %q", got)
+			}
+		})
 	}
 }
 

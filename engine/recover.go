@@ -37,10 +37,12 @@ func (e *Engine) recover() error {
 	} else {
 		replayed := 0
 		rs := &replayState{stopped: make(map[uint64]bool), missing: make(map[uint64]error)}
+		e.replaying = true
 		segs, pos, err = scanWAL(e.opts.FS, walDir, bases, start, e.opts.WALSegmentSize, func(lsn uint64, p []byte) error {
 			replayed++
 			return e.replay(byID, rs, p)
 		})
+		e.replaying = false
 		if err == nil {
 			for _, merr := range rs.missing {
 				err = merr // a surviving stream's files are gone

@@ -22,8 +22,9 @@ import (
 // does not fit, a new segment starts at the stream's tail. The bytes are
 // exactly what readers receive, so a catch-up read is a view of a mapping.
 //
-// Segments are mapped lazily and unmapped by a CLOCK (second-chance LRU)
-// bound on the number of mappings; a View pins its mapping until released.
+// Segments are mapped lazily (a new one is written unmapped: see
+// createForWrite) and unmapped by a CLOCK (second-chance LRU) bound on the
+// number of mappings; a View pins its mapping until released.
 
 type dataSeg struct {
 	base uint64
@@ -123,6 +124,20 @@ func (st *storage) pin(id uint64, ds *dataSeg, create bool) (*segment.File, erro
 		}
 		return f, nil
 	}
+}
+
+// createForWrite creates a new segment's file for the append that starts
+// it, without mapping it (segment.CreateUnmapped): the segment stays
+// unmapped, and out of the clock ring, until something pins it. Most new
+// streams' first segment is written once and not read back soon, and an
+// mmap, its page fault and the munmap of an evicted mapping cost more than
+// the pwrite. The caller must Release the file.
+func (st *storage) createForWrite(id uint64, ds *dataSeg) (*segment.File, error) {
+	f, err := segment.CreateUnmapped(st.fs, st.segPath(id, ds.base), ds.cap)
+	if err != nil {
+		return nil, classifyIOErr(err)
+	}
+	return f, nil
 }
 
 // open maps (or creates) a segment's file.
@@ -238,8 +253,7 @@ func (e *Engine) copyFill(data []byte) fill {
 		if e.large(len(data)) {
 			return true, f.Pwrite(data, pos)
 		}
-		copy(f.Bytes(pos, n), data)
-		return true, nil
+		return true, f.WriteAt(data, pos)
 	}
 }
 
@@ -270,7 +284,14 @@ func (e *Engine) putData(s *stream, off Offset, n int64, fill fill) (bool, error
 		ds = &dataSeg{base: uint64(off), cap: e.store.nextCap(ds, n), ord: uint32(len(d.segs)), slot: -1}
 		create = true
 	}
-	f, err := e.store.pin(s.id, ds, create)
+	var f *segment.File
+	var err error
+	if create && !e.store.memory() && !e.replaying {
+		f, err = e.store.createForWrite(s.id, ds)
+	} else {
+		// Replay maps what it creates: its fills may check the bytes there.
+		f, err = e.store.pin(s.id, ds, create)
+	}
 	if err != nil {
 		return false, err // e.g. ENOSPC: the layout is unchanged, a later append retries
 	}

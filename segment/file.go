@@ -37,10 +37,12 @@ var pageSize = int64(os.Getpagesize())
 // read ranges that writers have finished with (the engine publishes a
 // stream's tail only after the bytes below it are written and durable).
 type File struct {
-	buf []byte    // the mapping (or heap memory); len == capacity
-	mm  mmap.MMap // nil for heap files
-	// fd is kept for files made by CreateWritten: writes go through it
-	// (pwrite) and syncs are fdatasync. nil: writes go through the mapping.
+	buf  []byte    // the mapping (or heap memory); nil for CreateUnmapped
+	mm   mmap.MMap // nil for heap and unmapped files
+	size int64     // capacity
+	// fd is kept for files made by CreateWritten and CreateUnmapped: writes
+	// go through it (pwrite) and syncs are fdatasync. nil: writes go
+	// through the mapping.
 	fd   *os.File
 	fs   vfs.FS // syncs go through it (fault injection)
 	path string
@@ -70,6 +72,33 @@ func CreateWritten(fs vfs.FS, path string, capacity int64) (*File, error) {
 
 func create(fs vfs.FS, path string, capacity int64, written bool) (*File, error) {
 	fs = vfs.Or(fs)
+	f, err := createFile(fs, path, capacity, written)
+	if err != nil {
+		return nil, err
+	}
+	return mapFile(fs, f, capacity, written)
+}
+
+// CreateUnmapped is Create for a file that is only written now: it is not
+// mapped, writes are pwrite and syncs fdatasync through its descriptor, and
+// Bytes and View are not available. Map it with Open to read it. A new
+// stream's first append costs no mmap, page fault or later munmap this way,
+// nor a place in the caller's bound on mappings. The descriptor closes with
+// the last reference.
+func CreateUnmapped(fs vfs.FS, path string, capacity int64) (*File, error) {
+	fs = vfs.Or(fs)
+	f, err := createFile(fs, path, capacity, false)
+	if err != nil {
+		return nil, err
+	}
+	s := &File{fd: f, fs: fs, path: path, size: capacity}
+	s.refs.Store(1)
+	return s, nil
+}
+
+// createFile opens (or creates) path and reserves capacity bytes, keeping
+// what the file held; zeroFill also writes zeros over the new part.
+func createFile(fs vfs.FS, path string, capacity int64, zeroFill bool) (*os.File, error) {
 	if capacity <= 0 {
 		return nil, fmt.Errorf("segment: create %s: capacity %d", path, capacity)
 	}
@@ -77,8 +106,8 @@ func create(fs vfs.FS, path string, capacity int64, written bool) (*File, error)
 	if err != nil {
 		return nil, err
 	}
-	var size int64 // what the file held before: only a written file needs it
-	if written {
+	var size int64 // what the file held before: only zero-filling needs it
+	if zeroFill {
 		var st os.FileInfo
 		if st, err = f.Stat(); err == nil {
 			size = st.Size()
@@ -87,14 +116,14 @@ func create(fs vfs.FS, path string, capacity int64, written bool) (*File, error)
 	if err == nil {
 		err = reserve(fs, f, capacity) // where a full disk shows
 	}
-	if err == nil && written {
+	if err == nil && zeroFill {
 		err = zeroRange(fs, f, size, capacity)
 	}
 	if err != nil {
 		f.Close()
 		return nil, fmt.Errorf("segment: reserve %d bytes for %s: %w", capacity, path, err)
 	}
-	return mapFile(fs, f, capacity, written)
+	return f, nil
 }
 
 // Open maps an existing file read-write at its current size.
@@ -165,7 +194,7 @@ func mapFile(fs vfs.FS, f *os.File, capacity int64, keepFD bool) (*File, error) 
 		f.Close()
 		return nil, fmt.Errorf("segment: map %s: %w", f.Name(), err)
 	}
-	s := &File{buf: mm, mm: mm, fs: fs, path: f.Name()}
+	s := &File{buf: mm, mm: mm, size: capacity, fs: fs, path: f.Name()}
 	s.refs.Store(1)
 	if keepFD {
 		s.fd = f
@@ -178,17 +207,17 @@ func mapFile(fs vfs.FS, f *os.File, capacity int64, keepFD bool) (*File, error) 
 // NewHeap returns a File of the given capacity backed by memory. Sync is a
 // no-op. It is used by the engine's memory durability mode.
 func NewHeap(capacity int64) *File {
-	s := &File{buf: make([]byte, capacity)}
+	s := &File{buf: make([]byte, capacity), size: capacity}
 	s.refs.Store(1)
 	return s
 }
 
 // Cap returns the capacity in bytes.
-func (s *File) Cap() int64 { return int64(len(s.buf)) }
+func (s *File) Cap() int64 { return s.size }
 
 // WriteAt copies p into the file at off.
 func (s *File) WriteAt(p []byte, off int64) error {
-	if off < 0 || off+int64(len(p)) > int64(len(s.buf)) {
+	if off < 0 || off+int64(len(p)) > s.size {
 		return ErrFull
 	}
 	if s.fd != nil {
@@ -205,7 +234,7 @@ func (s *File) WriteAt(p []byte, off int64) error {
 // mapped, so a later sync has no page table entries to write-protect.
 // Heap files copy.
 func (s *File) Pwrite(p []byte, off int64) error {
-	if off < 0 || off+int64(len(p)) > int64(len(s.buf)) {
+	if off < 0 || off+int64(len(p)) > s.size {
 		return ErrFull
 	}
 	if s.mm == nil || s.fd != nil {
@@ -224,6 +253,10 @@ func (s *File) Pwrite(p []byte, off int64) error {
 
 // Evict drops the clean cached pages of [off, off+n) (after a sync).
 func (s *File) Evict(off, n int64) {
+	if s.fd != nil {
+		_ = unix.Fadvise(int(s.fd.Fd()), off, n, unix.FADV_DONTNEED)
+		return
+	}
 	if s.mm == nil {
 		return
 	}
@@ -242,11 +275,14 @@ func (s *File) Bytes(off, n int64) []byte { return s.buf[off : off+n : off+n] }
 // SyncRange makes bytes [off, off+n) durable (msync MS_SYNC on the pages
 // that cover them; fdatasync of the file in CreateWritten's mode).
 func (s *File) SyncRange(off, n int64) error {
-	if s.mm == nil || n <= 0 {
+	if n <= 0 {
 		return nil
 	}
 	if s.fd != nil {
 		return s.fs.Fdatasync(s.fd)
+	}
+	if s.mm == nil {
+		return nil
 	}
 	start := off &^ (pageSize - 1)
 	end := min(off+n, int64(len(s.buf)))
@@ -255,11 +291,11 @@ func (s *File) SyncRange(off, n int64) error {
 
 // Sync makes the whole file durable.
 func (s *File) Sync() error {
-	if s.mm == nil {
-		return nil
-	}
 	if s.fd != nil {
 		return s.fs.Fdatasync(s.fd)
+	}
+	if s.mm == nil {
+		return nil
 	}
 	return s.fs.Msync(s.path, s.buf)
 }
@@ -310,26 +346,28 @@ func (s *File) Acquire() bool {
 	}
 }
 
-// Release drops a reference taken by Acquire.
+// Release drops a reference taken by Acquire. The last one unmaps the file
+// and closes its descriptor.
 func (s *File) Release() {
-	if s.refs.Add(-1) == 0 && s.mm != nil {
+	if s.refs.Add(-1) != 0 {
+		return
+	}
+	if s.mm != nil {
 		_ = s.mm.Unmap()
+	}
+	if s.fd != nil {
+		_ = s.fd.Close()
 	}
 }
 
 // Pinned reports whether readers hold views of the file.
 func (s *File) Pinned() bool { return s.refs.Load() > 1 }
 
-// Close drops the owner's reference. The mapping goes away when the last
-// View is released. Close is idempotent.
+// Close drops the owner's reference. The mapping and the descriptor go
+// away when the last View is released. Close is idempotent.
 func (s *File) Close() error {
-	if s.done.Swap(true) {
-		return nil
+	if !s.done.Swap(true) {
+		s.Release()
 	}
-	var err error
-	if s.fd != nil {
-		err = s.fd.Close() // the owner was the only writer
-	}
-	s.Release()
-	return err
+	return nil
 }

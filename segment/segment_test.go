@@ -559,3 +559,46 @@ func TestCreateWritten(t *testing.T) {
 		t.Fatalf("Sync: %v", err)
 	}
 }
+
+// TestCreateUnmapped: a file created for writing only. Writes go through its
+// descriptor and syncs are fdatasync; the bytes read back once the file is
+// mapped with Open, beside zeros up to the reserved capacity; the last
+// reference closes the descriptor.
+func TestCreateUnmapped(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "seg")
+	fs := &datasyncFS{FS: vfs.OS}
+	f, err := CreateUnmapped(fs, path, 8192)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Cap() != 8192 {
+		t.Fatalf("Cap %d", f.Cap())
+	}
+	if err := f.WriteAt([]byte("first"), 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Pwrite(bytes.Repeat([]byte("L"), 3000), 5); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.WriteAt([]byte("x"), 8192); !errors.Is(err, ErrFull) {
+		t.Fatalf("write past capacity: %v", err)
+	}
+	if err := f.SyncRange(0, 3005); err != nil || fs.n != 1 {
+		t.Fatalf("SyncRange: %v, %d fdatasyncs", err, fs.n)
+	}
+	fd := f.fd
+	f.Release()
+	if err := fd.Close(); err == nil {
+		t.Fatal("descriptor still open after the last reference")
+	}
+	m, err := Open(nil, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	want := append([]byte("first"), bytes.Repeat([]byte("L"), 3000)...)
+	want = append(want, make([]byte, 8192-len(want))...)
+	if m.Cap() != 8192 || !bytes.Equal(m.Bytes(0, 8192), want) {
+		t.Fatalf("mapped back: cap %d, bytes differ", m.Cap())
+	}
+}
