@@ -5,10 +5,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"os"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
 
+	"github.com/durastream/durastream/vfs"
 	"github.com/durastream/durastream/vfs/errorfs"
 )
 
@@ -330,5 +334,65 @@ func TestFailedCommitKeepsStoredBytes(t *testing.T) {
 	}
 	if got := e.Stats().StoredBytes; got != before {
 		t.Fatalf("StoredBytes %d after failed commits, want %d", got, before)
+	}
+}
+
+// heldSyncFS holds the next fdatasync of the first commit-log segment once
+// hold is set, until release says how it ends.
+type heldSyncFS struct {
+	vfs.FS
+	mu      sync.Mutex
+	hold    bool
+	waiting chan struct{} // closed when the sync is being held
+	release chan error
+}
+
+func (h *heldSyncFS) Fdatasync(f *os.File) error {
+	h.mu.Lock()
+	held := h.hold && strings.HasSuffix(f.Name(), walName(0))
+	h.hold = h.hold && !held
+	h.mu.Unlock()
+	if !held {
+		return h.FS.Fdatasync(f)
+	}
+	close(h.waiting)
+	return <-h.release
+}
+
+// TestRefusalWaitsForTheStateItReveals: an append refused because the
+// stream is closed is answered only once the close is durable. When the
+// close's sync fails, the refusal never comes: the close may be lost in a
+// crash, so the answer is the failure, not a 409 with a final offset.
+func TestRefusalWaitsForTheStateItReveals(t *testing.T) {
+	ctx := context.Background()
+	fs := &heldSyncFS{FS: vfs.OS, waiting: make(chan struct{}), release: make(chan error)}
+	e := openTest(t, t.TempDir(), &Options{FS: fs, CheckpointInterval: 1 << 40})
+	mustCreate(t, e, "s", CreateOptions{})
+	mustAppend(t, e, "s", "durable", AppendOptions{})
+	fs.mu.Lock()
+	fs.hold = true
+	fs.mu.Unlock()
+	closed := make(chan error, 1)
+	go func() {
+		_, err := e.Append(ctx, "s", []byte("and close"), AppendOptions{Close: true})
+		closed <- err
+	}()
+	<-fs.waiting // the close is written, its sync held
+	refused := make(chan error, 1)
+	go func() {
+		_, err := e.Append(ctx, "s", []byte("late"), AppendOptions{})
+		refused <- err
+	}()
+	select {
+	case err := <-refused:
+		t.Fatalf("append to a stream whose close is not durable answered %v before the sync", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	fs.release <- syscall.EIO
+	if err := <-closed; !errors.Is(err, ErrFailed) {
+		t.Fatalf("close whose sync failed: %v", err)
+	}
+	if err := <-refused; !errors.Is(err, ErrFailed) {
+		t.Fatalf("append refused on a close that never became durable: %v, want ErrFailed", err)
 	}
 }

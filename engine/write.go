@@ -88,7 +88,7 @@ func (e *Engine) Create(ctx context.Context, path string, o CreateOptions) (Stre
 // stream went away meanwhile.
 func (e *Engine) createExisting(s *stream, o *CreateOptions) (StreamInfo, bool, error) {
 	s.mu.Lock()
-	state, lsn := s.state, s.lastLSN
+	state, lsn, refEnd := s.state, s.lastLSN, s.refEnd
 	now := e.clock()
 	if state == stLive && s.ready.Load() && s.expired(now) {
 		s.mu.Unlock()
@@ -103,7 +103,7 @@ func (e *Engine) createExisting(s *stream, o *CreateOptions) (StreamInfo, bool, 
 	case state == stSoftDeleted:
 		return StreamInfo{}, false, fmt.Errorf("%w: path belongs to a deleted stream that forks still reference", ErrConfigMismatch)
 	case !match:
-		return StreamInfo{}, false, ErrConfigMismatch
+		return StreamInfo{}, false, e.answerDurable(s, lsn, refEnd, ErrConfigMismatch)
 	}
 	// The stream may have been created a moment ago and not be durable yet.
 	if err := e.durable(lsn); err != nil {
@@ -424,9 +424,10 @@ func (e *Engine) Append(ctx context.Context, path string, data []byte, o AppendO
 
 	s.mu.Lock()
 	res, p, err := e.appendLocked(s, data, &o)
+	last, refEnd := s.lastLSN, s.refEnd
 	s.mu.Unlock()
 	if err != nil {
-		return res, err
+		return res, e.answerDurable(s, last, refEnd, err)
 	}
 	if p.refFile != nil {
 		// A large append's bytes are only in its segment: sync them here,
@@ -503,14 +504,35 @@ func advance(v *atomic.Uint64, x uint64) {
 // precheck reports the errors that outrank a body's validity.
 func (e *Engine) precheck(s *stream, hasBody bool, o *AppendOptions) error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	var err error
 	if s.closed {
-		return &ClosedError{Final: s.tail}
+		err = &ClosedError{Final: s.tail}
+	} else if hasBody && o.ContentType != "" && !sameMediaType(o.ContentType, s.meta.contentType) {
+		err = ErrContentType
 	}
-	if hasBody && o.ContentType != "" && !sameMediaType(o.ContentType, s.meta.contentType) {
-		return ErrContentType
+	last, refEnd := s.lastLSN, s.refEnd
+	s.mu.Unlock()
+	if err != nil {
+		return e.answerDurable(s, last, refEnd, err)
 	}
 	return nil
+}
+
+// answerDurable returns err once the stream state it reveals is durable:
+// its records up to lsn, its last, and its by-reference appends below
+// refEnd. A refusal reports a closure and
+// final offset, a producer's epoch or next sequence, which an append may
+// have set a moment ago; answered before that append's sync, a crash could
+// take back what the answer told (a 409 for a stream that is open again
+// after a restart).
+func (e *Engine) answerDurable(s *stream, lsn uint64, refEnd Offset, err error) error {
+	if derr := e.durable(lsn); derr != nil {
+		return derr
+	}
+	if derr := e.refsDurable(s, refEnd); derr != nil {
+		return derr
+	}
+	return err
 }
 
 // appendLocked validates and writes an append. It returns the result, the
