@@ -396,3 +396,23 @@ func TestRefusalWaitsForTheStateItReveals(t *testing.T) {
 		t.Fatalf("append refused on a close that never became durable: %v, want ErrFailed", err)
 	}
 }
+
+// TestFailWakesWaiters: a failure recorded outside the committer (a large
+// append's data sync, a checkpoint's syncfs) wakes appenders already
+// waiting for their record: it will never be synced now.
+func TestFailWakesWaiters(t *testing.T) {
+	e := openTest(t, t.TempDir(), nil)
+	defer e.Close()
+	done := make(chan error, 1)
+	go func() { done <- e.wal.waitDurable(e.wal.written.Load() + 1) }() // past anything written: only a failure ends it
+	time.Sleep(20 * time.Millisecond)
+	e.wal.fail(syscall.EIO)
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrFailed) {
+			t.Fatalf("waiter woke with %v, want ErrFailed", err)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("a waiter stayed blocked after the log failed")
+	}
+}

@@ -138,9 +138,12 @@ func (w *wal) err() error {
 }
 
 // fail records the first storage failure; the log accepts nothing after it.
+// It wakes every waiter: none of them can become durable now, and the
+// committer, which stops on the failure, will not wake them.
 func (w *wal) fail(err error) {
 	err = fmt.Errorf("%w: %w", ErrFailed, err)
 	w.failure.CompareAndSwap(nil, &err)
+	w.broadcast()
 }
 
 // write appends one record (payload a then b) to the batch and returns the
@@ -315,7 +318,6 @@ func (w *wal) syncOnce() {
 	}
 	if err != nil {
 		w.fail(fmt.Errorf("write commit log: %w", err))
-		w.broadcast()
 		return
 	}
 	for _, s := range todo {
@@ -325,7 +327,6 @@ func (w *wal) syncOnce() {
 			// Never retry a failed fsync: the kernel may have dropped the
 			// dirty pages, so a later success would prove nothing.
 			w.fail(fmt.Errorf("sync commit log: %w", err))
-			w.broadcast()
 			return
 		}
 	}
