@@ -447,10 +447,7 @@ func (e *Engine) Append(ctx context.Context, path string, data []byte, o AppendO
 			return AppendResult{}, e.wal.err()
 		}
 	}
-	if err := e.durable(p.wait); err != nil {
-		return AppendResult{}, err
-	}
-	if err := e.refsDurable(s, p.refBefore); err != nil {
+	if err := e.stateDurable(s, p.wait, p.refBefore); err != nil {
 		return AppendResult{}, err
 	}
 	if p.refFile != nil {
@@ -518,18 +515,23 @@ func (e *Engine) precheck(s *stream, hasBody bool, o *AppendOptions) error {
 	return nil
 }
 
-// answerDurable returns err once the stream state it reveals is durable:
-// its records up to lsn, its last, and its by-reference appends below
-// refEnd. A refusal reports a closure and
-// final offset, a producer's epoch or next sequence, which an append may
-// have set a moment ago; answered before that append's sync, a crash could
-// take back what the answer told (a 409 for a stream that is open again
-// after a restart).
-func (e *Engine) answerDurable(s *stream, lsn uint64, refEnd Offset, err error) error {
-	if derr := e.durable(lsn); derr != nil {
-		return derr
+// stateDurable waits until s's records up to lsn and its by-reference
+// appends below refEnd are durable.
+func (e *Engine) stateDurable(s *stream, lsn uint64, refEnd Offset) error {
+	if err := e.durable(lsn); err != nil {
+		return err
 	}
-	if derr := e.refsDurable(s, refEnd); derr != nil {
+	return e.refsDurable(s, refEnd)
+}
+
+// answerDurable returns err once the stream state it reveals is durable
+// (its last record at lsn, its by-reference appends below refEnd). A
+// refusal reports a closure and final offset, a producer's epoch or next
+// sequence, which an append may have set a moment ago; answered before that
+// append's sync, a crash could take back what the answer told (a 409 for a
+// stream that is open again after a restart).
+func (e *Engine) answerDurable(s *stream, lsn uint64, refEnd Offset, err error) error {
+	if derr := e.stateDurable(s, lsn, refEnd); derr != nil {
 		return derr
 	}
 	return err
