@@ -55,20 +55,6 @@ func AppendRecord(dst, a, b []byte) []byte {
 	return append(dst, b...)
 }
 
-// WriteRecord writes the record whose payload is a followed by b at off, and
-// returns the offset just past it.
-func (s *File) WriteRecord(off int64, a, b []byte) (int64, error) {
-	n := len(a) + len(b)
-	if n == 0 || n > MaxPayload {
-		return 0, errors.New("segment: record payload size out of range")
-	}
-	end := off + RecordSize(n)
-	if off < 0 || end > s.Cap() {
-		return 0, ErrFull
-	}
-	return end, s.WriteAt(AppendRecord(nil, a, b), off)
-}
-
 // ReadRecord decodes the record at off in b. It returns io.EOF when there is
 // no record there (a zero header, or too few bytes for a header) and
 // ErrCorrupt for a torn or damaged record. The payload aliases b.

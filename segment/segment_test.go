@@ -161,14 +161,14 @@ func TestWriteAtFull(t *testing.T) {
 				t.Errorf("WriteAt(%d bytes, %d) = %v, want %v", tc.n, tc.off, err, tc.want)
 			}
 		}
-		if _, err := f.WriteRecord(90, make([]byte, 3), nil); !errors.Is(err, ErrFull) {
-			t.Errorf("WriteRecord past capacity: %v", err)
+		if _, err := writeRecord(f, 90, make([]byte, 3), nil); !errors.Is(err, ErrFull) {
+			t.Errorf("writeRecord past capacity: %v", err)
 		}
-		if _, err := f.WriteRecord(-1, []byte{1}, nil); !errors.Is(err, ErrFull) {
-			t.Errorf("WriteRecord at -1: %v", err)
+		if _, err := writeRecord(f, -1, []byte{1}, nil); !errors.Is(err, ErrFull) {
+			t.Errorf("writeRecord at -1: %v", err)
 		}
-		if _, err := f.WriteRecord(0, nil, nil); err == nil {
-			t.Error("WriteRecord with empty payload: want error")
+		if _, err := writeRecord(f, 0, nil, nil); err == nil {
+			t.Error("writeRecord with empty payload: want error")
 		}
 	})
 }
@@ -329,7 +329,7 @@ func TestRecordRoundTrip(t *testing.T) {
 		var off int64
 		var ends []int64
 		for _, r := range recs {
-			end, err := f.WriteRecord(off, r.a, r.b)
+			end, err := writeRecord(f, off, r.a, r.b)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -376,7 +376,7 @@ func TestChecksumSplitIndependent(t *testing.T) {
 
 func TestReadRecordErrors(t *testing.T) {
 	f := NewHeap(256)
-	end, err := f.WriteRecord(0, []byte("hello, record"), nil)
+	end, err := writeRecord(f, 0, []byte("hello, record"), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -446,10 +446,10 @@ func BenchmarkWriteRecord(b *testing.B) {
 			b.ResetTimer()
 			var off int64
 			for i := 0; i < b.N; i++ {
-				end, err := f.WriteRecord(off, hdr, body)
+				end, err := writeRecord(f, off, hdr, body)
 				if errors.Is(err, ErrFull) {
 					off = 0
-					end, err = f.WriteRecord(off, hdr, body)
+					end, err = writeRecord(f, off, hdr, body)
 				}
 				if err != nil {
 					b.Fatal(err)
@@ -462,7 +462,7 @@ func BenchmarkWriteRecord(b *testing.B) {
 
 func BenchmarkReadRecord(b *testing.B) {
 	f := NewHeap(1 << 20)
-	end, err := f.WriteRecord(0, bytes.Repeat([]byte("r"), 100), nil)
+	end, err := writeRecord(f, 0, bytes.Repeat([]byte("r"), 100), nil)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -506,7 +506,7 @@ func TestCreateWritten(t *testing.T) {
 	var off int64
 	var ends []int64
 	for _, p := range [][]byte{[]byte("first"), big, []byte("last")} {
-		if off, err = f.WriteRecord(off, []byte("h:"), p); err != nil {
+		if off, err = writeRecord(f, off, []byte("h:"), p); err != nil {
 			t.Fatal(err)
 		}
 		ends = append(ends, off)
@@ -601,4 +601,18 @@ func TestCreateUnmapped(t *testing.T) {
 	if m.Cap() != 8192 || !bytes.Equal(m.Bytes(0, 8192), want) {
 		t.Fatalf("mapped back: cap %d, bytes differ", m.Cap())
 	}
+}
+
+// writeRecord writes the record whose payload is a followed by b at off, as
+// the commit log frames it, and returns the offset just past it.
+func writeRecord(f *File, off int64, a, b []byte) (int64, error) {
+	n := len(a) + len(b)
+	if n == 0 || n > MaxPayload {
+		return 0, errors.New("record payload size out of range")
+	}
+	end := off + RecordSize(n)
+	if off < 0 || end > f.Cap() {
+		return 0, ErrFull
+	}
+	return end, f.WriteAt(AppendRecord(nil, a, b), off)
 }
