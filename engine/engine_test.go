@@ -3,8 +3,26 @@ package engine
 import (
 	"context"
 	"errors"
+	"sync"
 	"testing"
 )
+
+// inParallel runs fn(0) to fn(n-1) in n goroutines and, once all have
+// returned, gives the first error.
+func inParallel(n int, fn func(g int) error) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for g := range n {
+		wg.Go(func() {
+			if err := fn(g); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
 
 func openTest(t *testing.T, dir string, o *Options) *Engine {
 	t.Helper()

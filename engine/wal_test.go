@@ -228,38 +228,30 @@ func TestConcurrentAppends(t *testing.T) {
 					}
 					ckptDone <- err
 				}()
-				var wg sync.WaitGroup
-				errs := make(chan error, goroutines)
-				for g := range goroutines {
-					wg.Add(1)
-					go func() {
-						defer wg.Done()
-						rng := rand.New(rand.NewPCG(uint64(g), 11))
-						for i := range perG {
-							si := rng.IntN(streams)
-							msg := fmt.Sprintf("g%02d-%03d%s", g, i, strings.Repeat("x", rng.IntN(40)))
-							body := msg
-							if json {
-								body = `"` + msg + `"`
-							}
-							res, err := e.Append(context.Background(), fmt.Sprint("c", si), []byte(body), AppendOptions{})
-							if err != nil {
-								errs <- err
-								return
-							}
-							mu.Lock()
-							results[si] = append(results[si], result{res.Tail, msg})
-							mu.Unlock()
+				err := inParallel(goroutines, func(g int) error {
+					rng := rand.New(rand.NewPCG(uint64(g), 11))
+					for i := range perG {
+						si := rng.IntN(streams)
+						msg := fmt.Sprintf("g%02d-%03d%s", g, i, strings.Repeat("x", rng.IntN(40)))
+						body := msg
+						if json {
+							body = `"` + msg + `"`
 						}
-					}()
-				}
-				wg.Wait()
+						res, err := e.Append(context.Background(), fmt.Sprint("c", si), []byte(body), AppendOptions{})
+						if err != nil {
+							return err
+						}
+						mu.Lock()
+						results[si] = append(results[si], result{res.Tail, msg})
+						mu.Unlock()
+					}
+					return nil
+				})
 				close(stopCkpt)
 				if err := <-ckptDone; err != nil {
 					t.Fatalf("concurrent checkpoint: %v", err)
 				}
-				close(errs)
-				for err := range errs {
+				if err != nil {
 					t.Fatal(err)
 				}
 				var img string
@@ -417,23 +409,15 @@ func TestWALBigBatches(t *testing.T) {
 	for g := range goroutines {
 		mustCreate(t, e, fmt.Sprint("b", g), CreateOptions{})
 	}
-	var wg sync.WaitGroup
-	errs := make(chan error, goroutines)
-	for g := range goroutines {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range perG {
-				if _, err := e.Append(ctx, fmt.Sprint("b", g), pattern(size, byte(g*perG+i)), AppendOptions{}); err != nil {
-					errs <- err
-					return
-				}
+	err := inParallel(goroutines, func(g int) error {
+		for i := range perG {
+			if _, err := e.Append(ctx, fmt.Sprint("b", g), pattern(size, byte(g*perG+i)), AppendOptions{}); err != nil {
+				return err
 			}
-		}()
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
+		}
+		return nil
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
 	check := func(e *Engine) {
