@@ -64,14 +64,8 @@ func benchCmd(args []string) error {
 		fmt.Fprintln(fs.Output(), "usage: durastream bench -url URL -scenario NAME [flags]\n       durastream bench report -in results.jsonl -out BENCHMARKS.md\nflags:")
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments: %v", fs.Args())
+	if err := parseArgs(fs, args); err != nil {
+		return quitOnHelp(err)
 	}
 	if list {
 		for _, s := range bench.Scenarios() {
@@ -164,10 +158,7 @@ func benchReportCmd(args []string) error {
 	fs.StringVar(&o.Reference, "b", "reference", "label of the server compared with")
 	fs.StringVar(&o.Null, "null", "null", "label of the null-server ceiling")
 	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return err
+		return quitOnHelp(err)
 	}
 	if in == "" {
 		return errors.New("bench report: -in is required")
@@ -203,14 +194,8 @@ func nullServerCmd(args []string) error {
 	fs.StringVar(&addr, "addr", "127.0.0.1:4439", "listen address (host:port)")
 	fs.DurationVar(&h.LongPollTimeout, "long-poll-timeout", time.Second, "how long a long-poll read waits for an append")
 	fs.DurationVar(&h.SSEMaxDuration, "sse-max-duration", 60*time.Second, "how long an SSE connection stays open")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments: %v", fs.Args())
+	if err := parseArgs(fs, args); err != nil {
+		return quitOnHelp(err)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	hs := &http.Server{

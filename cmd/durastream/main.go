@@ -118,11 +118,8 @@ func parseServeFlags(args []string) (*serveFlags, error) {
 	if envErr != nil {
 		return nil, envErr
 	}
-	if err := fs.Parse(args); err != nil {
+	if err := parseArgs(fs, args); err != nil {
 		return nil, err
-	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
 	if (f.tlsCert == "") != (f.tlsKey == "") {
 		return nil, errors.New("--tls-cert and --tls-key go together")
@@ -148,13 +145,30 @@ func newLogger(format, level string) (*slog.Logger, error) {
 	return nil, fmt.Errorf("log format %q: want text or json", format)
 }
 
+// parseArgs parses a subcommand's flags and refuses positional arguments;
+// -h comes back as flag.ErrHelp, after the usage is printed.
+func parseArgs(fs *flag.FlagSet, args []string) error {
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	return nil
+}
+
+// quitOnHelp makes -h a success: the usage is all that was asked for.
+func quitOnHelp(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	return err
+}
+
 func serve(args []string) error {
 	f, err := parseServeFlags(args)
 	if err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return nil
-		}
-		return err
+		return quitOnHelp(err)
 	}
 	log, err := newLogger(f.logFormat, f.logLevel)
 	if err != nil {
