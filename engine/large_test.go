@@ -223,6 +223,7 @@ func TestLargeAppendCacheWindow(t *testing.T) {
 	dir := t.TempDir()
 	o := largeOpts()
 	o.MinSegmentSize, o.MaxSegmentSize = 1<<20, 1<<20
+	o.BufferedLargeAppends = true
 	o.LargeAppendCacheBytes = 64 << 10
 	e := openTest(t, dir, o)
 	defer e.Close()
@@ -271,5 +272,125 @@ func TestLargeAppendCacheWindow(t *testing.T) {
 	}
 	if got := readString(t, e, "big"); got != string(want) {
 		t.Fatal("large appends do not read back")
+	}
+}
+
+// Large appends are written with O_DIRECT by default: at any alignment of
+// the stream offset they read back, before and after a restart, and the
+// whole blocks they cover were not copied into the page cache.
+func TestLargeAppendDirect(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	o := largeOpts()
+	o.MinSegmentSize, o.MaxSegmentSize = 4<<20, 4<<20
+	e := openTest(t, dir, o)
+	mustCreate(t, e, "big", CreateOptions{})
+	var want []byte
+	var direct [][2]int // file ranges written by large appends
+	for i := 0; i < 6; i++ {
+		small := pattern(100+i, byte(100+i)) // moves the next append off block alignment
+		body := pattern(200<<10+13*i, byte(i))
+		for _, b := range [][]byte{small, body} {
+			if _, err := e.Append(ctx, "big", b, AppendOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, b...)
+		}
+		direct = append(direct, [2]int{len(want) - len(body), len(want)})
+	}
+	segs, _ := filepath.Glob(filepath.Join(dir, "streams", "*", "*.seg"))
+	if len(segs) != 1 {
+		t.Fatalf("segments %v", segs)
+	}
+	probe, err := os.OpenFile(filepath.Join(dir, "probe"), os.O_CREATE|os.O_WRONLY|unix.O_DIRECT, 0o644)
+	if err == nil {
+		probe.Close()
+		cached := residentPages(t, segs[0], 4<<20)
+		page := os.Getpagesize()
+		for _, r := range direct {
+			for p := (r[0] + page - 1) / page; p < r[1]/page; p++ {
+				if cached[p] {
+					t.Fatalf("page %d of a large append (bytes %d-%d) is in the page cache", p, r[0], r[1])
+				}
+			}
+		}
+	} else {
+		t.Logf("no O_DIRECT on this file system (%v): large appends were buffered", err)
+	}
+	if got := readString(t, e, "big"); got != string(want) {
+		t.Fatal("large appends do not read back")
+	}
+	e.Close()
+	e = openTest(t, dir, o)
+	defer e.Close()
+	if got := readString(t, e, "big"); got != string(want) {
+		t.Fatal("large appends do not read back after a restart")
+	}
+}
+
+// residentPages reports, per page of the file's first size bytes, whether
+// it is in the page cache (mincore), without reading it.
+func residentPages(t *testing.T, path string, size int) []bool {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m, err := unix.Mmap(int(f.Fd()), 0, size, unix.PROT_READ, unix.MAP_SHARED)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Munmap(m)
+	page := os.Getpagesize()
+	vec := make([]byte, size/page)
+	if _, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); errno != 0 {
+		t.Fatal(errno)
+	}
+	res := make([]bool, len(vec))
+	for i, v := range vec {
+		res[i] = v&1 != 0
+	}
+	return res
+}
+
+// A large append whose write fails (here: the disk fills under its O_DIRECT
+// write) fails alone and leaves the stream as it was; the next one works.
+func TestLargeAppendWriteFailure(t *testing.T) {
+	for _, before := range []string{"", "ab"} { // "ab": the segment is mapped
+		t.Run("before="+before, func(t *testing.T) {
+			ctx := context.Background()
+			dir := t.TempDir()
+			fs := errorfs.New(nil)
+			o := largeOpts()
+			o.FS, o.MinSegmentSize, o.MaxSegmentSize = fs, 1<<20, 1<<20
+			e := openTest(t, dir, o)
+			mustCreate(t, e, "s", CreateOptions{})
+			want := before
+			for _, b := range before {
+				mustAppend(t, e, "s", string(b), AppendOptions{})
+			}
+			fs.Inject(errorfs.Rule{Op: errorfs.Write, PathContains: "/streams/", Err: syscall.ENOSPC, Times: 1})
+			if _, err := e.Append(ctx, "s", pattern(300<<10, 1), AppendOptions{}); !errors.Is(err, ErrNoSpace) {
+				t.Fatalf("large append on a full disk: %v", err)
+			}
+			if got := readAll(t, e, "s"); got != want {
+				t.Fatalf("failed append visible: %d bytes", len(got))
+			}
+			body := pattern(300<<10, 2)
+			if _, err := e.Append(ctx, "s", body, AppendOptions{}); err != nil {
+				t.Fatalf("large append after space returned: %v", err)
+			}
+			want += string(body)
+			if got := readAll(t, e, "s"); got != want {
+				t.Fatal("stream differs after the failed append")
+			}
+			e.Close()
+			e = openTest(t, dir, largeOpts())
+			defer e.Close()
+			if got := readAll(t, e, "s"); got != want {
+				t.Fatal("stream differs after a restart")
+			}
+		})
 	}
 }

@@ -47,14 +47,23 @@ type Options struct {
 	// log records only their length and checksum. Default 256 KiB.
 	LargeAppendBytes int64
 
+	// BufferedLargeAppends writes large appends through the page cache
+	// instead of with O_DIRECT. Direct writes (the default, where the file
+	// system takes them) skip the copy into cache pages, the largest CPU
+	// cost of a large append; the price is that a reader of just-written
+	// large-append bytes reads them from the disk. Buffered, the most
+	// recent LargeAppendCacheBytes of each stream stay cached for readers
+	// near the tail.
+	BufferedLargeAppends bool
+
 	// LargeAppendCacheBytes is how much of each stream's most recent
-	// large-append data stays in the page cache. Older large-append bytes
-	// are dropped from it once durable (posix_fadvise DONTNEED), so a
+	// large-append data stays in the page cache when large appends are
+	// buffered (or the file system has no O_DIRECT). Older large-append
+	// bytes are dropped from it once durable (posix_fadvise DONTNEED), so a
 	// stream of large appends recycles a bounded set of cache pages instead
 	// of filling fresh ones, which on this VM cost more than the disk write
-	// (1 MiB appends: 320-410 MB/s without, 810-930 MB/s with); live
-	// readers near the tail still read from memory. Default 8 MiB;
-	// negative: never drop.
+	// (1 MiB appends: 320-410 MB/s without, 810-930 MB/s with). Default
+	// 8 MiB; negative: never drop.
 	LargeAppendCacheBytes int64
 
 	// IndexEvery is the spacing of sparse offset index entries. Default 4 KiB.

@@ -435,7 +435,8 @@ func (e *Engine) Append(ctx context.Context, path string, data []byte, o AppendO
 		err := p.refFile.SyncRange(p.refPos, p.refLen)
 		if keep := e.opts.LargeAppendCacheBytes; err == nil && keep >= 0 {
 			// Drop the bytes one append's length behind the cached window:
-			// successive appends walk the window down the segment.
+			// successive appends walk the window down the segment. (Written
+			// with O_DIRECT, only the partial blocks at their ends were cached.)
 			if end := p.refPos + p.refLen - keep; end > 0 {
 				p.refFile.Evict(max(0, end-p.refLen), min(end, p.refLen))
 			}

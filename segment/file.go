@@ -15,7 +15,9 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/durastream/durastream/vfs"
 	"github.com/edsrzf/mmap-go"
@@ -48,6 +50,8 @@ type File struct {
 	path string
 	refs atomic.Int32
 	done atomic.Bool // Close was called
+	// noDirect: the file system refused an O_DIRECT write (WriteLarge).
+	noDirect atomic.Bool
 }
 
 // Create creates path (or reuses an existing file there), reserves capacity
@@ -228,27 +232,103 @@ func (s *File) WriteAt(p []byte, off int64) error {
 	return nil
 }
 
-// Pwrite writes p at off through a file descriptor rather than the
-// mapping (the file's own, or one opened for the call). For large writes
-// this spares a page fault per fresh page, and the dirty pages are not
-// mapped, so a later sync has no page table entries to write-protect.
-// Heap files copy.
-func (s *File) Pwrite(p []byte, off int64) error {
+// directBlock is the alignment O_DIRECT needs of file offsets, lengths and
+// memory (the logical block size: 512 or 4096 on the disks we run on).
+const directBlock = 4096
+
+// directMin is the least a direct write must carry to be worth its open.
+const directMin = 64 << 10
+
+// directChunk is the size of the aligned buffers unaligned data is copied
+// through.
+const directChunk = 1 << 20
+
+// WriteLarge writes p at off through file descriptors, not the mapping
+// (which would cost a page fault per fresh page). With direct, the whole
+// blocks p covers are written with O_DIRECT, from p itself when its memory
+// is aligned like the file offset (else through an aligned copy): they go
+// from the buffer to the disk without being copied into the page cache,
+// which was the largest cost of large appends (28% of server CPU at 1 MiB).
+// The partial blocks at either end, and everything on a file system that
+// refuses O_DIRECT, go through the page cache. Heap files copy. The bytes
+// are durable only after SyncRange.
+func (s *File) WriteLarge(p []byte, off int64, direct bool) error {
 	if off < 0 || off+int64(len(p)) > s.size {
 		return ErrFull
 	}
-	if s.mm == nil || s.fd != nil {
+	if s.mm == nil && s.fd == nil {
 		return s.WriteAt(p, off)
 	}
-	f, err := os.OpenFile(s.path, os.O_WRONLY, 0)
+	head := min((directBlock-off%directBlock)%directBlock, int64(len(p)))
+	mid := (int64(len(p)) - head) &^ (directBlock - 1)
+	if !direct || mid < directMin || s.noDirect.Load() {
+		return s.pwrite(p, off, 0, 0)
+	}
+	d, err := os.OpenFile(s.path, os.O_WRONLY|unix.O_DIRECT, 0)
+	if err == nil {
+		err = s.writeDirect(d, p[head:head+mid], off+head)
+		d.Close() // nothing is buffered: a close error says nothing of the data
+	}
+	if errors.Is(err, unix.EINVAL) {
+		// This file system does not take O_DIRECT (or not these sizes).
+		s.noDirect.Store(true)
+		return s.pwrite(p, off, 0, 0)
+	}
 	if err != nil {
 		return err
 	}
-	_, err = s.fs.WriteAt(f, p, off)
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	// The partial blocks at the ends go through a descriptor too: a fault
+	// on the mapping would read around the page, back from the disk, the
+	// blocks just written.
+	return s.pwrite(p, off, head, head+mid)
+}
+
+// writeDirect writes p, a whole number of blocks, at the block-aligned off
+// through d (opened with O_DIRECT).
+func (s *File) writeDirect(d *os.File, p []byte, off int64) error {
+	if uintptr(unsafe.Pointer(unsafe.SliceData(p)))%directBlock == 0 {
+		_, err := s.fs.WriteAt(d, p, off)
+		return err
 	}
-	return err
+	bp := directBufs.Get().(*[]byte)
+	defer directBufs.Put(bp)
+	for len(p) > 0 {
+		n := copy(*bp, p)
+		if _, err := s.fs.WriteAt(d, (*bp)[:n], off); err != nil {
+			return err
+		}
+		p, off = p[n:], off+int64(n)
+	}
+	return nil
+}
+
+// directBufs holds directChunk-byte buffers aligned to directBlock.
+var directBufs = sync.Pool{New: func() any {
+	b := make([]byte, directChunk+directBlock)
+	skip := (directBlock - uintptr(unsafe.Pointer(&b[0]))%directBlock) % directBlock
+	b = b[skip : skip+directChunk]
+	return &b
+}}
+
+// pwrite writes p at off, but for p[skip:end], through a descriptor: the
+// file's own, or one opened for the call.
+func (s *File) pwrite(p []byte, off, skip, end int64) error {
+	f := s.fd
+	if f == nil {
+		var err error
+		if f, err = os.OpenFile(s.path, os.O_WRONLY, 0); err != nil {
+			return err
+		}
+		defer f.Close()
+	}
+	for _, r := range [2][2]int64{{0, skip}, {end, int64(len(p))}} {
+		if r[0] < r[1] {
+			if _, err := s.fs.WriteAt(f, p[r[0]:r[1]], off+r[0]); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // Evict drops the clean cached pages of [off, off+n) (after a sync).

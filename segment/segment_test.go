@@ -10,6 +10,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // newFile returns a mapped file (or a heap file) of capacity bytes.
@@ -577,7 +579,7 @@ func TestCreateUnmapped(t *testing.T) {
 	if err := f.WriteAt([]byte("first"), 0); err != nil {
 		t.Fatal(err)
 	}
-	if err := f.Pwrite(bytes.Repeat([]byte("L"), 3000), 5); err != nil {
+	if err := f.WriteLarge(bytes.Repeat([]byte("L"), 3000), 5, true); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.WriteAt([]byte("x"), 8192); !errors.Is(err, ErrFull) {
@@ -615,4 +617,124 @@ func writeRecord(f *File, off int64, a, b []byte) (int64, error) {
 		return 0, ErrFull
 	}
 	return end, f.WriteAt(AppendRecord(nil, a, b), off)
+}
+
+// directFS counts writes through descriptors opened with O_DIRECT.
+type directFS struct {
+	vfs.FS
+	direct, bytes int
+}
+
+func (d *directFS) WriteAt(f *os.File, b []byte, off int64) (int, error) {
+	fl, err := unix.FcntlInt(f.Fd(), unix.F_GETFL, 0)
+	if err == nil && fl&unix.O_DIRECT != 0 {
+		d.direct++
+		d.bytes += len(b)
+	}
+	return d.FS.WriteAt(f, b, off)
+}
+
+// WriteLarge stores exactly p at off whatever the alignment of the offset,
+// the length and p's memory, leaves the bytes around it alone, and (direct)
+// writes the whole blocks inside with O_DIRECT.
+func TestWriteLarge(t *testing.T) {
+	const capacity = 4 << 20
+	src := make([]byte, 3<<20+directBlock)
+	for i := range src {
+		src[i] = byte(i*7 + i>>12)
+	}
+	cases := []struct{ off, n, shift int }{
+		{0, 1 << 20, 0},       // aligned everywhere: no copy
+		{0, 1 << 20, 1},       // unaligned memory: through the aligned buffers
+		{4095, 64<<10 + 1, 0}, // one byte before a block, then a partial block
+		{5000, 3<<20 - 7, 3},  // several chunks, both ends partial
+		{100, 64 << 10, 0},    // not a whole directMin of blocks: buffered
+		{capacity - 1<<20, 1 << 20, 0},
+	}
+	// Whether the test's file system takes O_DIRECT at all (tmpfs before
+	// Linux 6.6 does not): where it does, every write that can go direct must.
+	probe := filepath.Join(t.TempDir(), "probe")
+	directOK := false
+	if pf, err := os.OpenFile(probe, os.O_CREATE|os.O_WRONLY|unix.O_DIRECT, 0o644); err == nil {
+		directOK = true
+		pf.Close()
+	}
+	for _, mode := range []string{"mapped", "unmapped", "heap"} {
+		for _, direct := range []bool{true, false} {
+			for _, c := range cases {
+				name := fmt.Sprintf("%s/direct=%v/off=%d/n=%d/shift=%d", mode, direct, c.off, c.n, c.shift)
+				t.Run(name, func(t *testing.T) {
+					path := filepath.Join(t.TempDir(), "seg")
+					fs := &directFS{FS: vfs.OS}
+					var f *File
+					var err error
+					switch mode {
+					case "mapped":
+						f, err = Create(fs, path, capacity)
+					case "unmapped":
+						f, err = CreateUnmapped(fs, path, capacity)
+					default:
+						f = NewHeap(capacity)
+					}
+					if err != nil {
+						t.Fatal(err)
+					}
+					// Bytes already there, which the partial blocks must keep.
+					before := bytes.Repeat([]byte{0xAB}, capacity)
+					if mode == "heap" {
+						copy(f.buf, before)
+					} else if _, err := fs.FS.WriteAt(writable(t, path), before, 0); err != nil {
+						t.Fatal(err)
+					}
+					p := src[c.shift : c.shift+c.n]
+					if err := f.WriteLarge(p, int64(c.off), direct); err != nil {
+						t.Fatal(err)
+					}
+					if err := f.Sync(); err != nil {
+						t.Fatal(err)
+					}
+					want := append([]byte(nil), before...)
+					copy(want[c.off:], p)
+					var got []byte
+					if mode == "heap" {
+						got = f.buf
+					} else if got, err = os.ReadFile(path); err != nil {
+						t.Fatal(err)
+					}
+					if !bytes.Equal(got, want) {
+						t.Fatal("file content differs from the write")
+					}
+					wantDirect := direct && mode != "heap" && c.n-(directBlock-c.off%directBlock)%directBlock >= directMin
+					switch {
+					case wantDirect && f.noDirect.Load() && directOK:
+						t.Fatal("fell back to the page cache on a file system that takes O_DIRECT")
+					case wantDirect && f.noDirect.Load():
+						t.Log("this file system refuses O_DIRECT: written through the page cache")
+					case wantDirect && fs.direct == 0:
+						t.Fatal("no O_DIRECT write")
+					case !wantDirect && fs.direct > 0:
+						t.Fatalf("%d O_DIRECT writes", fs.direct)
+					case wantDirect && fs.bytes < c.n-2*directBlock:
+						t.Fatalf("O_DIRECT wrote %d of %d bytes", fs.bytes, c.n)
+					}
+					f.Close()
+				})
+			}
+		}
+	}
+	f := NewHeap(1 << 20)
+	if err := f.WriteLarge(make([]byte, 10), 1<<20-5, true); !errors.Is(err, ErrFull) {
+		t.Fatalf("write past capacity: %v", err)
+	}
+}
+
+// writable opens path for writing; the test's cleanup closes it.
+func writable(t *testing.T, path string) *os.File {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
 }

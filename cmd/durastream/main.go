@@ -71,6 +71,8 @@ type serveFlags struct {
 	rateLimit                                               float64
 	trustForwardedFor                                       bool
 
+	bufferedLarge bool // engine.Options.BufferedLargeAppends
+
 	// Go runtime memory settings.
 	gcPercent            int
 	memoryLimit, gcFloor string
@@ -105,6 +107,7 @@ func parseServeFlags(args []string) (*serveFlags, error) {
 	fs.Float64Var(&f.rateLimit, "rate-limit", 0, "requests per second per client IP (more: 429); 0: off")
 	fs.IntVar(&f.rateBurst, "rate-burst", 0, "rate limiter bucket size per client; 0: one second's worth")
 	fs.BoolVar(&f.trustForwardedFor, "trust-forwarded-for", false, "rate-limit by the last X-Forwarded-For address (behind a trusted proxy)")
+	fs.BoolVar(&f.bufferedLarge, "buffered-large-appends", false, "write large appends through the page cache, not O_DIRECT (live readers of big appends read memory, at more CPU per byte)")
 	// The environment supplies defaults; explicit flags override them.
 	var envErr error
 	fs.VisitAll(func(fl *flag.Flag) {
@@ -185,7 +188,7 @@ func serve(args []string) error {
 		debug.SetMemoryLimit(f.memLimit)
 	}
 	eng, err := engine.Open(f.dataDir, &engine.Options{Durability: engine.Durability(f.durability), Logger: log,
-		MaxPathLen: f.maxPathBytes})
+		MaxPathLen: f.maxPathBytes, BufferedLargeAppends: f.bufferedLarge})
 	if err != nil {
 		return err
 	}
