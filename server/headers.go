@@ -3,6 +3,7 @@ package server
 import (
 	"math/rand/v2"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -124,10 +125,11 @@ func (s *Server) cursor(r *http.Request) string {
 
 // clientCursor is the request's cursor parameter, or -1.
 func clientCursor(r *http.Request) int64 {
-	if !strings.Contains(r.URL.RawQuery, "cursor") {
+	v, n := queryParam(r.URL.RawQuery, "cursor")
+	if n == 0 {
 		return -1
 	}
-	c, err := strconv.ParseUint(r.URL.Query().Get("cursor"), 10, 63)
+	c, err := strconv.ParseUint(v, 10, 63)
 	if err != nil {
 		return -1
 	}
@@ -143,4 +145,39 @@ func (s *Server) nextCursor(client int64) string {
 		cur = uint64(client) + max(1, uint64(jitter/s.cfg.CursorInterval))
 	}
 	return strconv.FormatUint(cur, 10)
+}
+
+// queryParam returns the first value of key in a raw query string and how
+// many times key appears, as url.ParseQuery would see them (pairs split at
+// '&', pairs with ';' or a bad escape skipped) but without building the map:
+// a read parses its few parameters per request, and a long-poll fan-out
+// makes tens of thousands of requests a second.
+func queryParam(raw, key string) (val string, n int) {
+	for raw != "" {
+		var pair string
+		pair, raw, _ = strings.Cut(raw, "&")
+		if pair == "" || strings.Contains(pair, ";") {
+			continue
+		}
+		k, v, _ := strings.Cut(pair, "=")
+		if k != key {
+			if !strings.ContainsAny(k, "%+") {
+				continue
+			}
+			if uk, err := url.QueryUnescape(k); err != nil || uk != key {
+				continue
+			}
+		}
+		if strings.ContainsAny(v, "%+") {
+			var err error
+			if v, err = url.QueryUnescape(v); err != nil {
+				continue
+			}
+		}
+		if n == 0 {
+			val = v
+		}
+		n++
+	}
+	return val, n
 }

@@ -85,10 +85,10 @@ func containsFold(s, sub string) bool {
 // returns ok false. The slot is held for the whole request (a long-poll
 // that finds data at once holds it only briefly); release frees it.
 func (s *Server) admitLive(w http.ResponseWriter, r *http.Request, op *string) (release func(), ok bool) {
-	if s.cfg.MaxLiveReaders < 0 || !strings.Contains(r.URL.RawQuery, "live") {
+	if s.cfg.MaxLiveReaders < 0 {
 		return func() {}, true
 	}
-	mode := r.URL.Query().Get("live")
+	mode, _ := queryParam(r.URL.RawQuery, "live")
 	if mode != "long-poll" && mode != "sse" {
 		return func() {}, true // not live, or invalid: handleRead answers
 	}

@@ -17,15 +17,13 @@ import (
 
 // handleRead serves GET: catch-up, long-poll or SSE.
 func (s *Server) handleRead(w http.ResponseWriter, r *http.Request, name string, op *string) {
-	q := r.URL.Query()
-	offs, hasOffset := q["offset"]
-	if len(offs) > 1 {
+	offStr, n := queryParam(r.URL.RawQuery, "offset")
+	if n > 1 {
 		s.writeError(w, r, badRequest("offset must be given once"))
 		return
 	}
-	var offStr string
+	hasOffset := n == 1
 	if hasOffset {
-		offStr = offs[0]
 		if offStr == "" {
 			s.writeError(w, r, badRequest("offset must not be empty"))
 			return
@@ -36,7 +34,8 @@ func (s *Server) handleRead(w http.ResponseWriter, r *http.Request, name string,
 		s.writeError(w, r, badRequest("malformed offset"))
 		return
 	}
-	switch live := q.Get("live"); live {
+	live, _ := queryParam(r.URL.RawQuery, "live")
+	switch live {
 	case "":
 		s.catchUp(w, r, name, from)
 	case "long-poll":
