@@ -9,7 +9,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptrace"
 	"net/url"
 	"sync"
 	"sync/atomic"
@@ -481,56 +480,66 @@ func jsonString(b []byte, key string) (string, bool) {
 }
 
 // runLongPoll tails the stream with long-poll requests, each from the
-// previous response's Stream-Next-Offset, echoing Stream-Cursor.
+// previous response's Stream-Next-Offset, echoing Stream-Cursor, over a
+// bare HTTP/1.1 connection (wireConn) that it redials after an error.
 func (s *subscriber) runLongPoll(ctx context.Context) {
 	f := s.f
 	defer s.flush()
+	u, err := url.Parse(f.u)
+	if err != nil {
+		s.errs++
+		return
+	}
+	base := u.EscapedPath() + "?live=long-poll&offset="
 	off, cursor := "-1", ""
-	var body bytes.Buffer
-	buf := make([]byte, 8<<10)
-	for polls := 0; ctx.Err() == nil && polls < 10_000_000; polls++ {
-		q := "?offset=" + url.QueryEscape(off) + "&live=long-poll"
-		if cursor != "" {
-			q += "&cursor=" + url.QueryEscape(cursor)
+	var conn *wireConn
+	defer func() {
+		if conn != nil {
+			conn.close()
 		}
-		rctx := ctx
+	}()
+	var resp wireResp
+	var target []byte
+	fail := func() {
+		conn.close()
+		conn = nil
+		if ctx.Err() == nil {
+			s.errs++
+			sleepCtx(ctx, 100*time.Millisecond)
+		}
+	}
+	for polls := 0; ctx.Err() == nil && polls < 10_000_000; polls++ {
+		var sent func()
 		if !s.ready.Load() {
 			// Ready once the first request is on the wire: the server then
 			// holds it until data arrives.
-			rctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{WroteRequest: func(i httptrace.WroteRequestInfo) {
-				if i.Err == nil {
-					s.markReady()
-				}
-			}})
 			s.takeSlot(ctx)
+			sent = s.markReady
 		}
-		tmpl, err := template(rctx, http.MethodGet, f.u+q, nil)
-		if err != nil {
-			s.errs++
-			return
-		}
-		resp, err := f.r.c.send(tmpl, nil)
-		if err != nil {
-			if ctx.Err() == nil {
-				s.errs++
-				sleepCtx(ctx, 100*time.Millisecond)
+		if conn == nil {
+			if conn, err = dialWire(ctx, u, f.r.cfg.Timeout); err != nil {
+				conn = nil
+				if ctx.Err() == nil {
+					s.errs++
+					sleepCtx(ctx, 100*time.Millisecond)
+				}
+				continue
 			}
+		}
+		target = append(append(target[:0], base...), url.QueryEscape(off)...)
+		if cursor != "" {
+			target = append(append(target, "&cursor="...), url.QueryEscape(cursor)...)
+		}
+		if err := conn.get(string(target), f.r.cfg.Timeout, &resp, sent); err != nil {
+			fail()
 			continue
 		}
-		body.Reset()
-		for {
-			k, rerr := resp.Body.Read(buf)
-			body.Write(buf[:k])
-			if rerr != nil {
-				if rerr != io.EOF && ctx.Err() == nil {
-					s.errs++
-				}
-				break
-			}
-		}
-		resp.Body.Close()
 		now := time.Since(f.epoch)
-		switch resp.StatusCode {
+		if !resp.keepAlive {
+			conn.close()
+			conn = nil
+		}
+		switch resp.status {
 		case http.StatusOK, http.StatusNoContent:
 		default:
 			s.errs++
@@ -538,7 +547,7 @@ func (s *subscriber) runLongPoll(ctx context.Context) {
 			continue
 		}
 		s.markReady()
-		for b := body.Bytes(); len(b) > 0; {
+		for b := resp.body; len(b) > 0; {
 			line := b
 			if i := bytes.IndexByte(b, '\n'); i >= 0 {
 				line, b = b[:i], b[i+1:]
@@ -548,11 +557,11 @@ func (s *subscriber) runLongPoll(ctx context.Context) {
 			s.deliver(line, now)
 		}
 		s.flush()
-		if o := resp.Header.Get("Stream-Next-Offset"); o != "" {
-			off = o
+		if resp.nextOffset != "" {
+			off = resp.nextOffset
 		}
-		cursor = resp.Header.Get("Stream-Cursor")
-		if resp.Header.Get("Stream-Closed") == "true" {
+		cursor = resp.cursor
+		if resp.closed {
 			return
 		}
 	}
