@@ -29,12 +29,17 @@ import (
 const ckptName = "checkpoint"
 
 // ckptMagic starts a checkpoint: the stream count is in the trailer, so
-// the file can be written as it is encoded. ckptMagicV1 files (count in
-// the header) are still read.
+// the file can be written as it is encoded, and each segment names its
+// slab slot. Older files are still read: ckptMagicV2 (no slab slots) and
+// ckptMagicV1 (no slab slots, count in the header).
 var (
-	ckptMagic   = []byte("DSCKPT02")
+	ckptMagic   = []byte("DSCKPT03")
+	ckptMagicV2 = []byte("DSCKPT02")
 	ckptMagicV1 = []byte("DSCKPT01")
 )
+
+// ckptWriteV2 makes checkpoints in the previous format (tests of reading it).
+var ckptWriteV2 = false
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -85,7 +90,11 @@ func (e *Engine) checkpoint() error {
 		return fmt.Errorf("checkpoint: %w", classifyIOErr(err))
 	}
 	defer cw.abort()
-	cw.buf = append(cw.buf, ckptMagic...)
+	if ckptWriteV2 {
+		cw.buf = append(cw.buf, ckptMagicV2...)
+	} else {
+		cw.buf = append(cw.buf, ckptMagic...)
+	}
 	cw.buf = binary.LittleEndian.AppendUint64(cw.buf, c0)
 	cw.buf = binary.LittleEndian.AppendUint64(cw.buf, e.nextID.Load())
 	var n uint64
@@ -211,6 +220,9 @@ func (e *Engine) encodeStream(b []byte, s *stream) []byte {
 	for _, ds := range segs {
 		b = binary.AppendUvarint(b, ds.base)
 		b = binary.AppendUvarint(b, uint64(ds.cap))
+		if !ckptWriteV2 {
+			b = binary.AppendUvarint(b, uint64(ds.slab1))
+		}
 	}
 	return b
 }
@@ -239,8 +251,14 @@ func (e *Engine) loadCheckpoint(byID map[uint64]*stream) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	v1 := len(raw) >= len(ckptMagicV1) && string(raw[:len(ckptMagicV1)]) == string(ckptMagicV1)
-	if len(raw) < len(ckptMagic)+28 || !v1 && string(raw[:len(ckptMagic)]) != string(ckptMagic) {
+	version := 0
+	for v, magic := range [][]byte{ckptMagicV1, ckptMagicV2, ckptMagic} {
+		if len(raw) >= len(magic) && string(raw[:len(magic)]) == string(magic) {
+			version = v + 1
+		}
+	}
+	v1 := version == 1
+	if len(raw) < len(ckptMagic)+28 || version == 0 {
 		return 0, fmt.Errorf("%w: checkpoint header", ErrCorrupt)
 	}
 	body := raw[:len(raw)-4]
@@ -292,7 +310,19 @@ func (e *Engine) loadCheckpoint(byID map[uint64]*stream) (uint64, error) {
 		if ns := d.uvarint(); ns > 0 && d.err == nil {
 			s.data = &streamData{}
 			for j := uint64(0); j < ns && d.err == nil; j++ {
-				s.data.segs = append(s.data.segs, &dataSeg{base: d.uvarint(), cap: int64(d.uvarint()), ord: uint32(j), slot: -1})
+				ds := &dataSeg{base: d.uvarint(), cap: int64(d.uvarint()), ord: uint32(j), slot: -1}
+				if version >= 3 {
+					ds.slab1 = int64(d.uvarint())
+				}
+				if slot, ok := ds.inSlab(); ok && d.err == nil {
+					if e.store.slab == nil {
+						return 0, fmt.Errorf("%w: checkpoint names slab slot %d, and this engine has no slab", ErrCorrupt, slot)
+					}
+					if err := e.store.slab.claim(slot); err != nil {
+						return 0, err
+					}
+				}
+				s.data.segs = append(s.data.segs, ds)
 			}
 		}
 		if fl&cSoftDeleted != 0 {

@@ -106,8 +106,19 @@ func (e *Engine) openDir() error {
 		lf.Close()
 		return fmt.Errorf("engine: %w", err)
 	}
+	if e.store.minSeg <= maxSlot {
+		sb, err := openSlab(e.store.fs, e.store.root, e.store.minSeg)
+		if err != nil {
+			lf.Close()
+			return fmt.Errorf("engine: %w", err)
+		}
+		e.store.slab = sb
+	}
 	start := time.Now()
 	if err := e.recover(); err != nil {
+		if e.store.slab != nil {
+			e.store.slab.close()
+		}
 		lf.Close()
 		return err
 	}
@@ -140,6 +151,9 @@ func (e *Engine) Close() error {
 		}
 		e.store.ring = nil
 		e.store.mu.Unlock()
+		if e.store.slab != nil {
+			e.store.slab.close()
+		}
 		e.lock.Close()
 	}
 	e.streams.Range(func(_ string, s *stream) bool { s.notify(); return true })

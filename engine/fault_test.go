@@ -59,12 +59,15 @@ func TestDiskFullStreamSegment(t *testing.T) {
 			t.Fatalf("append needing a segment on a full disk: %v", err)
 		}
 	}
-	if _, _, err := e.Create(ctx, "b", CreateOptions{Data: small}); !errors.Is(err, ErrNoSpace) {
+	if _, _, err := e.Create(ctx, "b", CreateOptions{Data: big}); !errors.Is(err, ErrNoSpace) {
 		t.Fatalf("create with data on a full disk: %v", err)
 	}
 	if _, err := e.Head("b"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("failed create left a stream: %v", err)
 	}
+	// First bytes that fit a slab slot need no new file.
+	mustCreate(t, e, "c", CreateOptions{Data: small})
+	ok["c"] = small
 	ok.check(t, e) // reads keep working
 	if e.Err() != nil {
 		t.Fatalf("a full disk must not stop the engine: %v", e.Err())

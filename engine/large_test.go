@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"syscall"
@@ -87,16 +88,26 @@ func TestLargeAppendNotDurableCutsStream(t *testing.T) {
 	img := copyTree(t, dir)
 	e.Close()
 
-	// Damage the large append's bytes in the image's segment file.
-	seg := filepath.Join(img, "streams", filepath.Base(e.store.fanDir(s.id)),
-		filepath.Base(e.store.segPath(s.id, 0)))
-	raw, err := os.ReadFile(seg)
-	if err != nil {
-		t.Fatal(err)
+	// Damage the large append's bytes in the image's segment file (the
+	// first small append went into a slab slot: the large one is in a
+	// file of its own).
+	segs, _ := filepath.Glob(filepath.Join(img, "streams", filepath.Base(e.store.fanDir(s.id)),
+		fmt.Sprintf("%016x.*.seg", s.id)))
+	var seg string
+	var raw []byte
+	i := -1
+	for _, p := range segs {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i = bytes.Index(b, big); i >= 0 {
+			seg, raw = p, b
+			break
+		}
 	}
-	i := bytes.Index(raw, big)
 	if i < 0 {
-		t.Fatal("large append not found in its segment")
+		t.Fatal("large append not found in a segment file")
 	}
 	raw[i+100] ^= 0xff
 	if err := os.WriteFile(seg, raw, 0o644); err != nil {
@@ -131,13 +142,14 @@ func TestLargeAppendSyncFailure(t *testing.T) {
 		minSeg int64
 	}{
 		{name: "new segment", op: errorfs.Fdatasync, minSeg: 4096},
-		{name: "mapped segment", op: errorfs.Msync, before: "ab", minSeg: 64 << 10},
+		{name: "mapped segment", op: errorfs.Msync, before: "ab", minSeg: 2 * maxSlot}, // a file, not a slab slot
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
 			fs := errorfs.New(nil)
 			o := largeOpts()
 			o.FS, o.MinSegmentSize = fs, tc.minSeg
+			o.MaxSegmentSize = max(o.MaxSegmentSize, tc.minSeg)
 			e := openTest(t, t.TempDir(), o)
 			defer e.Close()
 			mustCreate(t, e, "s", CreateOptions{})
@@ -197,6 +209,8 @@ func TestReplayAfterDeleteRemovedFiles(t *testing.T) {
 
 	// The same image with a surviving stream's segment removed: damage.
 	segs, _ := filepath.Glob(filepath.Join(img2, "streams", "*", "*.seg"))
+	slabs, _ := filepath.Glob(filepath.Join(img2, "streams", "slab.*"))
+	segs = append(segs, slabs...)
 	removed := 0
 	for _, p := range segs {
 		if err := os.Remove(p); err != nil {

@@ -115,11 +115,11 @@ func (e *Engine) replay(byID map[uint64]*stream, rs *replayState, p []byte) erro
 	stopped := rs.stopped
 	// put writes a record's bytes to s's files, unless they are missing
 	// (see replayState.missing): then only the tail moves on.
-	put := func(s *stream, n int64, fill fill) (bool, error) {
+	put := func(s *stream, n int64, ref bool, fill fill) (bool, error) {
 		if rs.missing[s.id] != nil {
 			return true, nil
 		}
-		ok, err := e.putData(s, s.tail, n, fill)
+		ok, err := e.putData(s, s.tail, n, ref, fill)
 		if err != nil && errors.Is(err, fs.ErrNotExist) {
 			rs.missing[s.id] = err
 			return true, nil
@@ -158,7 +158,7 @@ func (e *Engine) replay(byID map[uint64]*stream, rs *replayState, p []byte) erro
 		}
 		s := &stream{id: r.id, path: r.path, meta: m, tail: m.forkOffset, closed: r.flags&fClosed != 0}
 		s.lastAccess.Store(r.createdAt)
-		if _, err := put(s, int64(len(data)), e.copyFill(data)); err != nil {
+		if _, err := put(s, int64(len(data)), false, e.copyFill(data)); err != nil {
 			return err
 		}
 		s.tail += Offset(len(data))
@@ -180,7 +180,7 @@ func (e *Engine) replay(byID map[uint64]*stream, rs *replayState, p []byte) erro
 			return fmt.Errorf("%w: stream %q: record at offset %d, tail is %d", ErrCorrupt, s.path, r.offset, s.tail)
 		}
 		if r.flags&fRef != 0 {
-			ok, err := put(s, int64(n), func(f *segment.File, pos, n int64) (bool, error) {
+			ok, err := put(s, int64(n), true, func(f *segment.File, pos, n int64) (bool, error) {
 				return crc32.Checksum(f.Bytes(pos, n), castagnoli) == r.refCRC, nil
 			})
 			if err != nil {
@@ -191,7 +191,7 @@ func (e *Engine) replay(byID map[uint64]*stream, rs *replayState, p []byte) erro
 				stopped[r.id] = true
 				return nil
 			}
-		} else if _, err := put(s, int64(n), e.copyFill(data)); err != nil {
+		} else if _, err := put(s, int64(n), false, e.copyFill(data)); err != nil {
 			return err
 		}
 		s.tail += Offset(n)

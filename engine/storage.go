@@ -27,13 +27,17 @@ import (
 // number of mappings; a View pins its mapping until released.
 
 type dataSeg struct {
-	base uint64
-	cap  int64
-	ord  uint32
-	file atomic.Pointer[segment.File] // nil while unmapped
-	used atomic.Bool                  // CLOCK reference bit
-	slot int                          // position in the clock ring (under storage.mu), -1 if none
+	base  uint64
+	cap   int64
+	ord   uint32
+	file  atomic.Pointer[segment.File] // nil while unmapped
+	used  atomic.Bool                  // CLOCK reference bit
+	slot  int                          // position in the clock ring (under storage.mu), -1 if none
+	slab1 int64                        // 1 + the slab slot holding the segment; 0: a file of its own
 }
+
+// inSlab reports the slab slot holding ds, if it is in one.
+func (ds *dataSeg) inSlab() (int64, bool) { return ds.slab1 - 1, ds.slab1 != 0 }
 
 type storage struct {
 	fs     vfs.FS
@@ -45,7 +49,12 @@ type storage struct {
 	max  int
 	ring []*dataSeg
 	hand int
+
+	slab *slab // first segments that fit a slot (nil in memory mode)
 }
+
+// maxSlot is the largest MinSegmentSize whose first segments go to slabs.
+const maxSlot = 64 << 10
 
 func (st *storage) memory() bool { return st.root == "" }
 
@@ -133,6 +142,9 @@ func (st *storage) pin(id uint64, ds *dataSeg, create bool) (*segment.File, erro
 // mmap, its page fault and the munmap of an evicted mapping cost more than
 // the pwrite. The caller must Release the file.
 func (st *storage) createForWrite(id uint64, ds *dataSeg) (*segment.File, error) {
+	if slot, ok := ds.inSlab(); ok {
+		return st.slab.window(slot)
+	}
 	f, err := segment.CreateUnmapped(st.fs, st.segPath(id, ds.base), ds.cap)
 	if err != nil {
 		return nil, classifyIOErr(err)
@@ -144,6 +156,9 @@ func (st *storage) createForWrite(id uint64, ds *dataSeg) (*segment.File, error)
 func (st *storage) open(id uint64, ds *dataSeg, create bool) (*segment.File, error) {
 	if st.memory() {
 		return segment.NewHeap(ds.cap), nil
+	}
+	if slot, ok := ds.inSlab(); ok {
+		return st.slab.window(slot)
 	}
 	path := st.segPath(id, ds.base)
 	var f *segment.File
@@ -212,15 +227,19 @@ func (st *storage) drop(segs []*dataSeg) {
 	}
 }
 
-// removeFiles deletes a stream's segment and index files. Files it does not
-// know of (a segment created for an append that never committed) are left
-// to the orphan sweep at the next Open.
+// removeFiles deletes a stream's segment and index files and frees its
+// slab slot. Files it does not know of (a segment created for an append
+// that never committed) are left to the orphan sweep at the next Open.
 func (st *storage) removeFiles(id uint64, segs []*dataSeg) error {
 	if st.memory() {
 		return nil
 	}
 	var errs []error
 	for _, ds := range segs {
+		if slot, ok := ds.inSlab(); ok {
+			st.slab.free(slot)
+			continue
+		}
 		if err := os.Remove(st.segPath(id, ds.base)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			errs = append(errs, err)
 		}
@@ -235,7 +254,7 @@ func (st *storage) removeFiles(id uint64, segs []*dataSeg) error {
 // boundary at its end. If the append then fails to commit, undoData must
 // take the index entries and any new segment back. Called with s.mu held.
 func (e *Engine) writeData(s *stream, off Offset, data []byte) error {
-	_, err := e.putData(s, off, int64(len(data)), e.copyFill(data))
+	_, err := e.putData(s, off, int64(len(data)), false, e.copyFill(data))
 	return err
 }
 
@@ -268,7 +287,7 @@ func (e *Engine) large(n int) bool { return int64(n) >= e.opts.LargeAppendBytes 
 // not fit the last one) with fill, and indexes the end boundary. fill
 // returning false (recovery found bytes that do not match their checksum)
 // or failing leaves the layout and index unchanged. Called with s.mu held.
-func (e *Engine) putData(s *stream, off Offset, n int64, fill fill) (bool, error) {
+func (e *Engine) putData(s *stream, off Offset, n int64, ref bool, fill fill) (bool, error) {
 	if n == 0 {
 		return true, nil
 	}
@@ -282,9 +301,18 @@ func (e *Engine) putData(s *stream, off Offset, n int64, fill fill) (bool, error
 	end := uint64(off) + uint64(n)
 	ds := d.lastSeg()
 	create := false
-	if ds == nil || uint64(off) < ds.base || end > ds.base+uint64(ds.cap) {
+	// A by-reference append, whose bytes replay needs from its segment,
+	// never goes into a slab slot (see slab).
+	if ds == nil || uint64(off) < ds.base || end > ds.base+uint64(ds.cap) || ds.slab1 != 0 && ref {
 		ds = &dataSeg{base: uint64(off), cap: e.store.nextCap(ds, n), ord: uint32(len(d.segs)), slot: -1}
 		create = true
+		if sb := e.store.slab; len(d.segs) == 0 && sb != nil && ds.cap == sb.slotSize && !ref {
+			slot, err := e.store.slab.alloc()
+			if err != nil {
+				return false, err
+			}
+			ds.slab1 = slot + 1
+		}
 	}
 	var f *segment.File
 	var err error
@@ -295,6 +323,9 @@ func (e *Engine) putData(s *stream, off Offset, n int64, fill fill) (bool, error
 		f, err = e.store.pin(s.id, ds, create)
 	}
 	if err != nil {
+		if slot, ok := ds.inSlab(); ok && create {
+			e.store.slab.free(slot)
+		}
 		return false, err // e.g. ENOSPC: the layout is unchanged, a later append retries
 	}
 	ok, err := fill(f, int64(uint64(off)-ds.base), n)
@@ -302,6 +333,9 @@ func (e *Engine) putData(s *stream, off Offset, n int64, fill fill) (bool, error
 	if !ok || err != nil {
 		if create {
 			e.store.drop([]*dataSeg{ds})
+			if slot, ok := ds.inSlab(); ok {
+				e.store.slab.free(slot)
+			}
 		}
 		return false, classifyIOErr(err)
 	}

@@ -615,7 +615,7 @@ func (e *Engine) appendLocked(s *stream, data []byte, o *AppendOptions) (AppendR
 			return ok, err
 		}
 	}
-	if _, err := e.putData(s, off, int64(len(data)), fill); err != nil {
+	if _, err := e.putData(s, off, int64(len(data)), ref, fill); err != nil {
 		return AppendResult{}, pending{}, err
 	}
 	rec := appendRec{id: s.id, offset: uint64(off)}

@@ -1612,26 +1612,36 @@ func streamFiles(t *testing.T, e *Engine, id uint64) []string {
 func TestCheckpointV1StillLoads(t *testing.T) {
 	dir := t.TempDir()
 	o := smallOpts(DurabilitySync)
+	o.MinSegmentSize, o.MaxSegmentSize = 2*maxSlot, 2*maxSlot // files of their own: the old formats have no slab slots
 	e := startEngineIn(t, dir, o)
 	mustCreate(t, e, "a", CreateOptions{Data: []byte("one")})
 	mustCreate(t, e, "b", CreateOptions{ContentType: "application/json", Data: []byte(`[1,2]`)})
-	if err := e.Close(); err != nil {
+	ckptWriteV2 = true
+	err := e.Close()
+	ckptWriteV2 = false
+	if err != nil {
 		t.Fatal(err)
 	}
+	// As written, v2 loads.
+	e = startEngineIn(t, dir, o)
+	if got := readString(t, e, "b"); got != "[1,2]" {
+		t.Fatalf("b from a v2 checkpoint: %q", got)
+	}
+	e.Close() // nothing new: the checkpoint stays as it was
 	path := filepath.Join(dir, ckptName)
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(raw[:len(ckptMagic)]) != string(ckptMagic) {
-		t.Fatalf("checkpoint starts %q", raw[:len(ckptMagic)])
+	if string(raw[:len(ckptMagicV2)]) != string(ckptMagicV2) {
+		t.Fatalf("checkpoint starts %q", raw[:len(ckptMagicV2)])
 	}
 	// Rewrite it as v1: magic, c0, nextID, count, streams, CRC.
 	body := raw[:len(raw)-4]
-	hdr := len(ckptMagic) + 16
+	hdr := len(ckptMagicV2) + 16
 	count := body[len(body)-8:]
 	v1 := append([]byte(nil), ckptMagicV1...)
-	v1 = append(v1, body[len(ckptMagic):hdr]...)
+	v1 = append(v1, body[len(ckptMagicV2):hdr]...)
 	v1 = append(v1, count...)
 	v1 = append(v1, body[hdr:len(body)-8]...)
 	v1 = binary.LittleEndian.AppendUint32(v1, crc32.Checksum(v1, castagnoli))

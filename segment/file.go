@@ -52,6 +52,12 @@ type File struct {
 	done atomic.Bool // Close was called
 	// noDirect: the file system refused an O_DIRECT write (WriteLarge).
 	noDirect atomic.Bool
+
+	// A Window is a range of its parent: base is where it starts there,
+	// and onLast runs when its last reference goes.
+	parent *File
+	base   int64
+	onLast func()
 }
 
 // Create creates path (or reuses an existing file there), reserves capacity
@@ -98,6 +104,35 @@ func CreateUnmapped(fs vfs.FS, path string, capacity int64) (*File, error) {
 	s := &File{fd: f, fs: fs, path: path, size: capacity}
 	s.refs.Store(1)
 	return s, nil
+}
+
+// CreateShared is Create for a file that many Windows share: it is mapped
+// for reading and written (pwrite) and synced (fdatasync) through its
+// descriptor. Open an existing one with OpenWritten.
+func CreateShared(fs vfs.FS, path string, capacity int64) (*File, error) {
+	fs = vfs.Or(fs)
+	f, err := createFile(fs, path, capacity, false)
+	if err != nil {
+		return nil, err
+	}
+	return mapFile(fs, f, capacity, true)
+}
+
+// Window returns a File over [off, off+n) of s, which must have been made
+// by CreateShared or OpenWritten: it reads s's mapping and writes through
+// s's descriptor at off. It holds a reference to s, dropped (after onLast,
+// if not nil, runs) with the window's last reference. False if s is gone.
+func (s *File) Window(off, n int64, onLast func()) (*File, bool) {
+	if s.fd == nil || s.mm == nil || off < 0 || n <= 0 || off+n > s.size {
+		panic("segment: Window of a file without a descriptor and a mapping, or out of range")
+	}
+	if !s.Acquire() {
+		return nil, false
+	}
+	w := &File{buf: s.buf[off : off+n : off+n], size: n, fd: s.fd, fs: s.fs, path: s.path,
+		parent: s, base: off, onLast: onLast}
+	w.refs.Store(1)
+	return w, true
 }
 
 // createFile opens (or creates) path and reserves capacity bytes, keeping
@@ -225,7 +260,7 @@ func (s *File) WriteAt(p []byte, off int64) error {
 		return ErrFull
 	}
 	if s.fd != nil {
-		_, err := s.fs.WriteAt(s.fd, p, off)
+		_, err := s.fs.WriteAt(s.fd, p, s.base+off)
 		return err
 	}
 	copy(s.buf[off:], p)
@@ -261,7 +296,7 @@ func (s *File) WriteLarge(p []byte, off int64, direct bool) error {
 	}
 	head := min((directBlock-off%directBlock)%directBlock, int64(len(p)))
 	mid := (int64(len(p)) - head) &^ (directBlock - 1)
-	if !direct || mid < directMin || s.noDirect.Load() {
+	if !direct || mid < directMin || s.noDirect.Load() || s.parent != nil {
 		return s.pwrite(p, off, 0, 0)
 	}
 	d, err := os.OpenFile(s.path, os.O_WRONLY|unix.O_DIRECT, 0)
@@ -323,7 +358,7 @@ func (s *File) pwrite(p []byte, off, skip, end int64) error {
 	}
 	for _, r := range [2][2]int64{{0, skip}, {end, int64(len(p))}} {
 		if r[0] < r[1] {
-			if _, err := s.fs.WriteAt(f, p[r[0]:r[1]], off+r[0]); err != nil {
+			if _, err := s.fs.WriteAt(f, p[r[0]:r[1]], s.base+off+r[0]); err != nil {
 				return err
 			}
 		}
@@ -334,7 +369,7 @@ func (s *File) pwrite(p []byte, off, skip, end int64) error {
 // Evict drops the clean cached pages of [off, off+n) (after a sync).
 func (s *File) Evict(off, n int64) {
 	if s.fd != nil {
-		_ = unix.Fadvise(int(s.fd.Fd()), off, n, unix.FADV_DONTNEED)
+		_ = unix.Fadvise(int(s.fd.Fd()), s.base+off, n, unix.FADV_DONTNEED)
 		return
 	}
 	if s.mm == nil {
@@ -430,6 +465,13 @@ func (s *File) Acquire() bool {
 // and closes its descriptor.
 func (s *File) Release() {
 	if s.refs.Add(-1) != 0 {
+		return
+	}
+	if s.parent != nil {
+		if s.onLast != nil {
+			s.onLast()
+		}
+		s.parent.Release()
 		return
 	}
 	if s.mm != nil {

@@ -43,9 +43,11 @@ func TestHTTPDiskFullAndSyncFailure(t *testing.T) {
 		t.Fatalf("create: %d", resp.StatusCode)
 	}
 
-	// Disk full: a new stream needs a file. 507 with a message; reads work.
+	// Disk full: a new stream whose first bytes do not fit a slab slot
+	// needs a file. 507 with a message; reads work.
+	big := strings.Repeat("d", 5000)
 	fs.Inject(errorfs.Rule{Op: errorfs.Fallocate, PathContains: "/streams/", Err: syscall.ENOSPC})
-	resp, msg := do("PUT", "/v1/stream/b", "data")
+	resp, msg := do("PUT", "/v1/stream/b", big)
 	if resp.StatusCode != http.StatusInsufficientStorage || !strings.Contains(msg, "no space") {
 		t.Fatalf("create on a full disk: %d %q", resp.StatusCode, msg)
 	}
@@ -56,7 +58,7 @@ func TestHTTPDiskFullAndSyncFailure(t *testing.T) {
 		t.Fatalf("health on a full disk: %d (a full disk is not a failure)", resp.StatusCode)
 	}
 	fs.Clear()
-	if resp, _ := do("PUT", "/v1/stream/b", "data"); resp.StatusCode != 201 {
+	if resp, _ := do("PUT", "/v1/stream/b", big); resp.StatusCode != 201 {
 		t.Fatalf("create after space returned: %d", resp.StatusCode)
 	}
 

@@ -1,0 +1,239 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/durastream/durastream/vfs/errorfs"
+)
+
+func slabOpts() *Options {
+	return &Options{WALSegmentSize: 64 << 10, MinSegmentSize: 4096, MaxSegmentSize: 64 << 10,
+		LargeAppendBytes: 1024, CheckpointInterval: 1 << 40}
+}
+
+// smallSlabs makes slab files of 8 slots for the test.
+func smallSlabs(t *testing.T) {
+	old := slabFileBytes
+	slabFileBytes = 8 * 4096
+	t.Cleanup(func() { slabFileBytes = old })
+}
+
+// Streams whose first bytes fit a slot live in slab files, not files of
+// their own, across restarts (from the checkpoint) and crashes (replay
+// gives post-checkpoint streams their slots again); a stream that grows
+// past its slot continues in files; deleted streams' slots are reused.
+func TestSlabStreams(t *testing.T) {
+	smallSlabs(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	e := openTest(t, dir, slabOpts())
+	want := map[string]string{}
+	body := func(i, k int) string { return fmt.Sprintf("stream %d part %d;", i, k) }
+	for i := range 30 {
+		p := fmt.Sprintf("s%d", i)
+		mustCreate(t, e, p, CreateOptions{Data: []byte(body(i, 0))})
+		want[p] = body(i, 0)
+		if i%3 == 0 {
+			mustAppend(t, e, p, body(i, 1), AppendOptions{})
+			want[p] += body(i, 1)
+		}
+		if i%5 == 0 { // past the slot: a file of its own next
+			big := strings.Repeat(fmt.Sprint(i%10), 4000)
+			mustAppend(t, e, p, big, AppendOptions{})
+			want[p] += big
+		}
+		if i%4 == 1 { // large: by reference, in a file
+			big := string(pattern(3000, byte(i)))
+			mustAppend(t, e, p, big, AppendOptions{})
+			want[p] += big
+		}
+	}
+	check := func(e *Engine, what string) {
+		t.Helper()
+		for p, w := range want {
+			if got := readAll(t, e, p); got != w {
+				t.Fatalf("%s: %s = %q... (%d bytes), want %q... (%d bytes)", what, p, got[:min(len(got), 24)], len(got), w[:min(len(w), 24)], len(w))
+			}
+		}
+		if n := streamFileCount(t, e); n >= len(want) {
+			t.Fatalf("%s: %d segment files for %d streams", what, n, len(want))
+		}
+	}
+	check(e, "live")
+	slabs, _ := filepath.Glob(filepath.Join(dir, "streams", "slab.4096.*"))
+	if len(slabs) != 4 { // 30 streams, 8 slots a file
+		t.Fatalf("slab files %v", slabs)
+	}
+	crash1 := copyTree(t, dir) // no checkpoint yet: every slot comes from replay
+
+	if err := e.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 30; i += 2 {
+		p := fmt.Sprintf("s%d", i)
+		if err := e.Delete(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+		delete(want, p)
+	}
+	for i := 30; i < 45; i++ { // into the freed slots
+		p := fmt.Sprintf("s%d", i)
+		mustCreate(t, e, p, CreateOptions{Data: []byte(body(i, 0))})
+		want[p] = body(i, 0)
+	}
+	slabs, _ = filepath.Glob(filepath.Join(dir, "streams", "slab.4096.*"))
+	if len(slabs) != 4 {
+		t.Fatalf("freed slots not reused: slab files %v", slabs)
+	}
+	check(e, "after deletes")
+	crash2 := copyTree(t, dir) // the checkpoint names slots the log then frees and reuses
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e = openTest(t, dir, slabOpts())
+	check(e, "reopened")
+	for i := 45; i < 60; i++ { // the reopened engine knows which slots are taken
+		p := fmt.Sprintf("s%d", i)
+		mustCreate(t, e, p, CreateOptions{Data: []byte(body(i, 0))})
+		want[p] = body(i, 0)
+	}
+	check(e, "reopened, then new streams")
+	e.Close()
+	for i := 45; i < 60; i++ {
+		delete(want, fmt.Sprintf("s%d", i))
+	}
+	e = openTest(t, crash2, slabOpts())
+	check(e, "crash after the deletes")
+	e.Close()
+
+	e = openTest(t, crash1, slabOpts())
+	defer e.Close()
+	for i := 30; i < 45; i++ {
+		delete(want, fmt.Sprintf("s%d", i))
+	}
+	for i := 0; i < 30; i += 2 {
+		p := fmt.Sprintf("s%d", i)
+		want[p] = readAll(t, e, p) // checked below
+		w := body(i, 0)
+		if i%3 == 0 {
+			w += body(i, 1)
+		}
+		if !strings.HasPrefix(want[p], w) {
+			t.Fatalf("crash before the checkpoint: %s = %q", p, want[p])
+		}
+	}
+	check(e, "crash before the checkpoint")
+}
+
+// streamFileCount counts the engine's per-stream segment files.
+func streamFileCount(t *testing.T, e *Engine) int {
+	t.Helper()
+	segs, err := filepath.Glob(filepath.Join(e.store.root, "*", "*.seg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(segs)
+}
+
+// A deleted stream's slot is not reused while a reader still holds its
+// bytes: the reader keeps seeing them, and the slot is reused after.
+func TestSlabSlotReuseWaitsForReaders(t *testing.T) {
+	ctx := context.Background()
+	e := openTest(t, t.TempDir(), slabOpts())
+	defer e.Close()
+	mustCreate(t, e, "a", CreateOptions{Data: []byte("AAAA")})
+	slotOf := func(p string) int64 {
+		s, _ := e.streams.Load(p)
+		slot, ok := s.data.segs[0].inSlab()
+		if !ok {
+			t.Fatalf("%s is not in a slab", p)
+		}
+		return slot
+	}
+	a := slotOf("a")
+	c, err := e.Read("a", ReadFrom{Kind: FromStart}, ReadOptions{MaxBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Delete(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	mustCreate(t, e, "b", CreateOptions{Data: []byte("BBBB")})
+	if slotOf("b") == a {
+		t.Fatal("a's slot reused while a reader holds it")
+	}
+	if got := string(c.Bytes()); got != "AAAA" {
+		t.Fatalf("reader of the deleted stream sees %q", got)
+	}
+	c.Release()
+	mustCreate(t, e, "c", CreateOptions{Data: []byte("CCCC")})
+	if slotOf("c") != a {
+		t.Fatalf("c got slot %d, not the freed %d", slotOf("c"), a)
+	}
+	for p, w := range map[string]string{"b": "BBBB", "c": "CCCC"} {
+		if got := readAll(t, e, p); got != w {
+			t.Fatalf("%s = %q", p, got)
+		}
+	}
+}
+
+// A full disk when the slabs need another file fails the create with
+// ErrNoSpace and changes nothing; the create works once space returns.
+func TestSlabFullDisk(t *testing.T) {
+	smallSlabs(t)
+	fs := errorfs.New(nil)
+	o := slabOpts()
+	o.FS = fs
+	dir := t.TempDir()
+	e := openTest(t, dir, o)
+	for i := range 8 {
+		mustCreate(t, e, fmt.Sprint(i), CreateOptions{Data: []byte("x")})
+	}
+	fs.Inject(errorfs.Rule{Op: errorfs.Fallocate, PathContains: "/streams/", Err: syscall.ENOSPC})
+	if _, _, err := e.Create(context.Background(), "full", CreateOptions{Data: []byte("y")}); !errors.Is(err, ErrNoSpace) {
+		t.Fatalf("create needing a slab file on a full disk: %v", err)
+	}
+	if _, err := e.Head("full"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("failed create left a stream: %v", err)
+	}
+	mustCreate(t, e, "empty", CreateOptions{}) // no bytes: no slot needed
+	fs.Clear()
+	mustCreate(t, e, "full", CreateOptions{Data: []byte("y")})
+	e.Close()
+	e = openTest(t, dir, nil)
+	defer e.Close()
+	if got := readAll(t, e, "full"); got != "y" {
+		t.Fatalf("full = %q", got)
+	}
+}
+
+// Slab files keep their slot size: after MinSegmentSize changes, old
+// streams read from their slots and new first segments of another size
+// get files of their own.
+func TestSlabSlotSizeKept(t *testing.T) {
+	dir := t.TempDir()
+	e := openTest(t, dir, slabOpts())
+	mustCreate(t, e, "old", CreateOptions{Data: []byte("in a 4 KiB slot")})
+	e.Close()
+	o := slabOpts()
+	o.MinSegmentSize = 8192
+	e = openTest(t, dir, o)
+	defer e.Close()
+	mustCreate(t, e, "new", CreateOptions{Data: []byte("in a file")})
+	if got := readAll(t, e, "old"); got != "in a 4 KiB slot" {
+		t.Fatalf("old = %q", got)
+	}
+	if n := streamFileCount(t, e); n != 1 {
+		t.Fatalf("%d segment files, want 1 (new)", n)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "streams", "slab.8192.0")); err == nil {
+		t.Fatal("a slab of the new size was made")
+	}
+}
