@@ -31,7 +31,8 @@ import (
 // reused only after the delete is durable and the last window over the
 // slot is gone, so no reader sees another stream's bytes.
 
-// slabFileBytes is the size of a new slab file (tests make it smaller).
+// slabFileBytes is the size of every slab file: part of the on-disk
+// format (tests make it smaller).
 var slabFileBytes int64 = 4 << 20
 
 type slab struct {
@@ -53,8 +54,7 @@ type slab struct {
 // slotSize; existing ones keep theirs, whatever MinSegmentSize says now
 // (first segments of another size then get files of their own).
 func openSlab(fsys vfs.FS, root string, slotSize int64) (*slab, error) {
-	sb := &slab{fs: fsys, root: root, slotSize: slotSize, perFile: max(1, slabFileBytes/slotSize),
-		pins: map[int64]int32{}, pending: map[int64]bool{}}
+	sb := &slab{fs: fsys, root: root, slotSize: slotSize, pins: map[int64]int32{}, pending: map[int64]bool{}}
 	ents, err := os.ReadDir(root)
 	if err != nil {
 		return nil, err
@@ -63,6 +63,12 @@ func openSlab(fsys vfs.FS, root string, slotSize int64) (*slab, error) {
 	for _, ent := range ents {
 		rest, ok := strings.CutPrefix(ent.Name(), "slab.")
 		if !ok {
+			continue
+		}
+		if strings.HasSuffix(rest, ".tmp") { // a crash while adding a slab file
+			if err := os.Remove(filepath.Join(root, ent.Name())); err != nil {
+				return nil, err
+			}
 			continue
 		}
 		size, num, _ := strings.Cut(rest, ".")
@@ -77,6 +83,7 @@ func openSlab(fsys vfs.FS, root string, slotSize int64) (*slab, error) {
 		sb.slotSize = sz
 		nums = append(nums, n)
 	}
+	sb.perFile = max(1, slabFileBytes/sb.slotSize)
 	sort.Ints(nums)
 	for i, n := range nums {
 		if n != i {
@@ -84,10 +91,7 @@ func openSlab(fsys vfs.FS, root string, slotSize int64) (*slab, error) {
 			return nil, fmt.Errorf("%w: slab file %d missing", ErrCorrupt, i)
 		}
 		f, err := segment.OpenWritten(fsys, sb.path(i))
-		if err == nil && i == 0 {
-			sb.perFile = f.Cap() / sb.slotSize
-		}
-		if err == nil && (f.Cap() != sb.perFile*sb.slotSize || sb.perFile == 0) {
+		if err == nil && f.Cap() != sb.perFile*sb.slotSize {
 			f.Close()
 			err = fmt.Errorf("%w: slab file %s is %d bytes", ErrCorrupt, sb.path(i), f.Cap())
 		}
@@ -139,10 +143,20 @@ func (sb *slab) alloc() (int64, error) {
 	return 0, errors.New("engine: no free slab slot after adding a slab")
 }
 
-// grow adds a slab file. Called with sb.mu held.
+// grow adds a slab file: reserved under a temporary name first, so a
+// slab file is always whole. Called with sb.mu held.
 func (sb *slab) grow() error {
-	f, err := segment.CreateShared(sb.fs, sb.path(len(sb.files)), sb.perFile*sb.slotSize)
+	path := sb.path(len(sb.files))
+	f, err := segment.CreateShared(sb.fs, path+".tmp", sb.perFile*sb.slotSize)
+	if err == nil {
+		f.Close()
+		err = vfs.Or(sb.fs).Rename(path+".tmp", path)
+	}
+	if err == nil {
+		f, err = segment.OpenWritten(sb.fs, path)
+	}
 	if err != nil {
+		os.Remove(path + ".tmp")
 		return classifyIOErr(err)
 	}
 	sb.files = append(sb.files, f)

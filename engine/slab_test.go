@@ -237,3 +237,33 @@ func TestSlabSlotSizeKept(t *testing.T) {
 		t.Fatal("a slab of the new size was made")
 	}
 }
+
+// A slab file half made by a crash (still .tmp) is removed at Open; a
+// slab file cut short is damage.
+func TestSlabFilesAtOpen(t *testing.T) {
+	dir := t.TempDir()
+	e := openTest(t, dir, slabOpts())
+	mustCreate(t, e, "s", CreateOptions{Data: []byte("kept")})
+	e.Close()
+	tmp := filepath.Join(dir, "streams", "slab.4096.1.tmp")
+	if err := os.WriteFile(tmp, []byte("half"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e = openTest(t, dir, slabOpts())
+	if got := readAll(t, e, "s"); got != "kept" {
+		t.Fatalf("s = %q", got)
+	}
+	e.Close()
+	if _, err := os.Stat(tmp); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("leftover %s: %v", tmp, err)
+	}
+	if err := os.Truncate(filepath.Join(dir, "streams", "slab.4096.0"), 4096); err != nil {
+		t.Fatal(err)
+	}
+	if e, err := Open(dir, slabOpts()); err == nil {
+		e.Close()
+		t.Fatal("Open with a slab file cut short succeeded")
+	} else if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Open with a slab file cut short: %v, want ErrCorrupt", err)
+	}
+}
