@@ -361,7 +361,7 @@ func Report(rs []*Result, o ReportOptions) ([]byte, error) {
 		w("| memory copy (64 MiB buffers) | %.2f GB/s |\n", mach.MemcpyGBs)
 		if mach.MmapSync4KP50Ms > 0 {
 			w("| 4 KiB copied into a fallocated mmap + msync, p50 (the commit log's former path) | %.3f ms |\n", mach.MmapSync4KP50Ms)
-			w("| 1 MiB copied into a fallocated mmap + msync, sequential (small appends' path; large ones use pwrite) | %.0f MB/s |\n", mach.MmapWriteMBs)
+			w("| 1 MiB copied into a fallocated mmap + msync, sequential (small appends' path; large ones use O_DIRECT) | %.0f MB/s |\n", mach.MmapWriteMBs)
 		}
 		w("\n")
 		for _, r := range rs {
