@@ -8,7 +8,9 @@
 // one http.Transport with an idle pool at least as large as the concurrency,
 // request templates copied per request (headers and bodies are never rebuilt),
 // response bodies drained into reused buffers, per-worker histograms merged
-// at the end, no compression. Its own ceiling is what the same scenario does
+// at the end, no compression. Long-poll subscribers, whose requests are the
+// most numerous, skip net/http for a bare HTTP/1.1 connection (wire.go).
+// Its own ceiling is what the same scenario does
 // against NullHandler (same net/http stack, nothing stored); its CPU use is
 // reported with every result (client_cpu_s).
 //
