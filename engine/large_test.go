@@ -254,25 +254,13 @@ func TestLargeAppendCacheWindow(t *testing.T) {
 	if len(segs) != 1 {
 		t.Fatalf("segments %v", segs)
 	}
-	f, err := os.Open(segs[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	m, err := unix.Mmap(int(f.Fd()), 0, 1<<20, unix.PROT_READ, unix.MAP_SHARED)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer unix.Munmap(m)
+	cached := residentPages(t, segs[0], 1<<20) // before any read
 	page := os.Getpagesize()
-	vec := make([]byte, (1<<20)/page)
-	// mincore, before any read: which pages of the file are cached.
-	if _, _, errno := unix.Syscall(unix.SYS_MINCORE, uintptr(unsafe.Pointer(&m[0])), uintptr(len(m)), uintptr(unsafe.Pointer(&vec[0]))); errno != 0 {
-		t.Fatal(errno)
-	}
 	resident := func(from, to int) (n int) {
 		for p := from / page; p < to/page; p++ {
-			n += int(vec[p] & 1)
+			if cached[p] {
+				n++
+			}
 		}
 		return n
 	}

@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"errors"
 	"fmt"
 	"io/fs"
 	"math/bits"
@@ -121,33 +120,31 @@ func (sb *slab) alloc() (int64, error) {
 	sb.mu.Lock()
 	defer sb.mu.Unlock()
 	total := int64(len(sb.files)) * sb.perFile
-	for range 2 {
-		for i := range len(sb.used) {
-			w := (sb.hint + i) % len(sb.used)
-			if sb.used[w] == ^uint64(0) {
-				continue
-			}
-			slot := int64(w)*64 + int64(bits.TrailingZeros64(^sb.used[w]))
-			if slot >= total {
-				continue
-			}
+	for i := range len(sb.used) {
+		w := (sb.hint + i) % len(sb.used)
+		if sb.used[w] == ^uint64(0) {
+			continue
+		}
+		if slot := int64(w)*64 + int64(bits.TrailingZeros64(^sb.used[w])); slot < total {
 			sb.used[w] |= 1 << (slot % 64)
 			sb.hint = w
 			return slot, nil
 		}
-		if err := sb.grow(); err != nil {
-			return 0, err
-		}
-		total = int64(len(sb.files)) * sb.perFile
 	}
-	return 0, errors.New("engine: no free slab slot after adding a slab")
+	// Every slot is taken: the new file's first one is free.
+	if err := sb.grow(); err != nil {
+		return 0, err
+	}
+	sb.used[total/64] |= 1 << (total % 64)
+	sb.hint = int(total / 64)
+	return total, nil
 }
 
 // grow adds a slab file: reserved under a temporary name first, so a
 // slab file is always whole. Called with sb.mu held.
 func (sb *slab) grow() error {
 	path := sb.path(len(sb.files))
-	f, err := segment.CreateShared(sb.fs, path+".tmp", sb.perFile*sb.slotSize)
+	f, err := segment.CreateUnmapped(sb.fs, path+".tmp", sb.perFile*sb.slotSize)
 	if err == nil {
 		f.Close()
 		err = vfs.Or(sb.fs).Rename(path+".tmp", path)

@@ -227,6 +227,15 @@ func (st *storage) drop(segs []*dataSeg) {
 	}
 }
 
+// discard forgets a segment made for a write that failed: its mapping goes
+// and its slab slot is free again (a file is left to the orphan sweep).
+func (st *storage) discard(ds *dataSeg) {
+	st.drop([]*dataSeg{ds})
+	if slot, ok := ds.inSlab(); ok {
+		st.slab.free(slot)
+	}
+}
+
 // removeFiles deletes a stream's segment and index files and frees its
 // slab slot. Files it does not know of (a segment created for an append
 // that never committed) are left to the orphan sweep at the next Open.
@@ -323,8 +332,8 @@ func (e *Engine) putData(s *stream, off Offset, n int64, ref bool, fill fill) (b
 		f, err = e.store.pin(s.id, ds, create)
 	}
 	if err != nil {
-		if slot, ok := ds.inSlab(); ok && create {
-			e.store.slab.free(slot)
+		if create {
+			e.store.discard(ds)
 		}
 		return false, err // e.g. ENOSPC: the layout is unchanged, a later append retries
 	}
@@ -332,10 +341,7 @@ func (e *Engine) putData(s *stream, off Offset, n int64, ref bool, fill fill) (b
 	f.Release()
 	if !ok || err != nil {
 		if create {
-			e.store.drop([]*dataSeg{ds})
-			if slot, ok := ds.inSlab(); ok {
-				e.store.slab.free(slot)
-			}
+			e.store.discard(ds)
 		}
 		return false, classifyIOErr(err)
 	}

@@ -106,20 +106,8 @@ func CreateUnmapped(fs vfs.FS, path string, capacity int64) (*File, error) {
 	return s, nil
 }
 
-// CreateShared is Create for a file that many Windows share: it is mapped
-// for reading and written (pwrite) and synced (fdatasync) through its
-// descriptor. Open an existing one with OpenWritten.
-func CreateShared(fs vfs.FS, path string, capacity int64) (*File, error) {
-	fs = vfs.Or(fs)
-	f, err := createFile(fs, path, capacity, false)
-	if err != nil {
-		return nil, err
-	}
-	return mapFile(fs, f, capacity, true)
-}
-
-// Window returns a File over [off, off+n) of s, which must have been made
-// by CreateShared or OpenWritten: it reads s's mapping and writes through
+// Window returns a File over [off, off+n) of s, which must have been opened
+// with OpenWritten (mapped, descriptor kept): it reads s's mapping and writes through
 // s's descriptor at off. It holds a reference to s, dropped (after onLast,
 // if not nil, runs) with the window's last reference. False if s is gone.
 func (s *File) Window(off, n int64, onLast func()) (*File, bool) {
