@@ -80,15 +80,15 @@ func containsFold(s, sub string) bool {
 	return false
 }
 
-// admitLive reserves a live-reader slot for a GET with live=long-poll or
-// live=sse. Beyond MaxLiveReaders it answers 503 with Retry-After and
-// returns ok false. The slot is held for the whole request (a long-poll
-// that finds data at once holds it only briefly); release frees it.
-func (s *Server) admitLive(w http.ResponseWriter, r *http.Request, op *string) (release func(), ok bool) {
+// admitLive reserves a live-reader slot for a GET whose live parameter
+// (mode) is long-poll or sse. Beyond MaxLiveReaders it answers 503 with
+// Retry-After and returns ok false. The slot is held for the whole request
+// (a long-poll that finds data at once holds it only briefly); release
+// frees it.
+func (s *Server) admitLive(w http.ResponseWriter, r *http.Request, mode string, op *string) (release func(), ok bool) {
 	if s.cfg.MaxLiveReaders < 0 {
 		return func() {}, true
 	}
-	mode, _ := queryParam(r.URL.RawQuery, "live")
 	if mode != "long-poll" && mode != "sse" {
 		return func() {}, true // not live, or invalid: handleRead answers
 	}

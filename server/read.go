@@ -15,8 +15,9 @@ import (
 	"github.com/klauspost/compress/zstd"
 )
 
-// handleRead serves GET: catch-up, long-poll or SSE.
-func (s *Server) handleRead(w http.ResponseWriter, r *http.Request, name string, op *string) {
+// handleRead serves GET: catch-up, long-poll or SSE, as the live parameter
+// says.
+func (s *Server) handleRead(w http.ResponseWriter, r *http.Request, name, live string, op *string) {
 	offStr, n := queryParam(r.URL.RawQuery, "offset")
 	if n > 1 {
 		s.writeError(w, r, badRequest("offset must be given once"))
@@ -34,7 +35,6 @@ func (s *Server) handleRead(w http.ResponseWriter, r *http.Request, name string,
 		s.writeError(w, r, badRequest("malformed offset"))
 		return
 	}
-	live, _ := queryParam(r.URL.RawQuery, "live")
 	switch live {
 	case "":
 		s.catchUp(w, r, name, from)

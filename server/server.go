@@ -141,12 +141,13 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.handleHead(rec, r, name)
 	case http.MethodGet:
 		op = "read"
-		release, ok := s.admitLive(rec, r, &op)
+		live, _ := queryParam(r.URL.RawQuery, "live")
+		release, ok := s.admitLive(rec, r, live, &op)
 		if !ok {
 			return
 		}
 		defer release()
-		s.handleRead(rec, r, name, &op)
+		s.handleRead(rec, r, name, live, &op)
 	default:
 		h.Set("Allow", corsAllowMethods)
 		s.writeError(rec, r, &httpError{http.StatusMethodNotAllowed, "method not allowed"})
