@@ -500,9 +500,11 @@ func (s *subscriber) runLongPoll(ctx context.Context) {
 	}()
 	var resp wireResp
 	var target []byte
-	fail := func() {
-		conn.close()
-		conn = nil
+	fail := func() { // drop the connection (if any) and pause before the next try
+		if conn != nil {
+			conn.close()
+			conn = nil
+		}
 		if ctx.Err() == nil {
 			s.errs++
 			sleepCtx(ctx, 100*time.Millisecond)
@@ -519,10 +521,7 @@ func (s *subscriber) runLongPoll(ctx context.Context) {
 		if conn == nil {
 			if conn, err = dialWire(ctx, u, f.r.cfg.Timeout); err != nil {
 				conn = nil
-				if ctx.Err() == nil {
-					s.errs++
-					sleepCtx(ctx, 100*time.Millisecond)
-				}
+				fail()
 				continue
 			}
 		}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http/httputil"
 	"net/url"
 	"strconv"
 	"time"
@@ -32,13 +33,14 @@ type wireConn struct {
 // wireResp is what a subscriber needs of a response. body is reused by
 // the next request.
 type wireResp struct {
-	status                    int
-	nextOffset, cursor        string
-	closed                    bool
-	body                      []byte
-	keepAlive, chunked, sized bool
-	length                    int64
+	status             int
+	nextOffset, cursor string
+	closed, keepAlive  bool
+	body               []byte
 }
+
+// maxWireBody bounds a response body a subscriber will read.
+const maxWireBody = 64 << 20
 
 // dialWire connects to u's host (TLS for https, HTTP/1.1 by ALPN). The
 // connection closes when ctx is done, which ends a request in flight.
@@ -112,6 +114,8 @@ func (w *wireConn) read(r *wireResp) error {
 	if line[7] == '0' {
 		r.keepAlive = false
 	}
+	var chunked, sized bool
+	var length int64
 	for {
 		line, err := w.line()
 		if err != nil {
@@ -126,79 +130,55 @@ func (w *wireConn) read(r *wireResp) error {
 		}
 		v = bytes.TrimSpace(v)
 		switch {
-		case asciiEqualFold(k, "Content-Length"):
-			if r.length, err = strconv.ParseInt(string(v), 10, 64); err != nil || r.length < 0 {
+		case bytes.EqualFold(k, []byte("Content-Length")):
+			if length, err = strconv.ParseInt(string(v), 10, 64); err != nil || length < 0 {
 				return fmt.Errorf("bad Content-Length %q", v)
 			}
-			r.sized = true
-		case asciiEqualFold(k, "Transfer-Encoding"):
-			r.chunked = asciiEqualFold(v, "chunked")
-		case asciiEqualFold(k, "Connection"):
-			if asciiEqualFold(v, "close") {
+			sized = true
+		case bytes.EqualFold(k, []byte("Transfer-Encoding")):
+			chunked = bytes.EqualFold(v, []byte("chunked"))
+		case bytes.EqualFold(k, []byte("Connection")):
+			if bytes.EqualFold(v, []byte("close")) {
 				r.keepAlive = false
 			}
-		case asciiEqualFold(k, "Stream-Next-Offset"):
+		case bytes.EqualFold(k, []byte("Stream-Next-Offset")):
 			r.nextOffset = string(v)
-		case asciiEqualFold(k, "Stream-Cursor"):
+		case bytes.EqualFold(k, []byte("Stream-Cursor")):
 			r.cursor = string(v)
-		case asciiEqualFold(k, "Stream-Closed"):
-			r.closed = asciiEqualFold(v, "true")
+		case bytes.EqualFold(k, []byte("Stream-Closed")):
+			r.closed = bytes.EqualFold(v, []byte("true"))
 		}
 	}
+	var body io.Reader
 	switch {
-	case r.status == 204 || r.status == 304 || (r.status >= 100 && r.status < 200):
+	case r.status == 204 || r.status == 304 || r.status < 200:
 		return nil
-	case r.chunked:
-		return w.readChunked(r)
-	case r.sized:
-		return w.readN(r, r.length)
+	case chunked:
+		body = httputil.NewChunkedReader(w.br)
+	case sized:
+		body = io.LimitReader(w.br, length)
 	default:
 		r.keepAlive = false
-		b, err := io.ReadAll(w.br)
-		r.body = append(r.body, b...)
+		body = w.br
+	}
+	buf := bytes.NewBuffer(r.body)
+	n, err := buf.ReadFrom(io.LimitReader(body, maxWireBody+1))
+	r.body = buf.Bytes()
+	switch {
+	case err != nil:
 		return err
+	case n > maxWireBody:
+		return fmt.Errorf("body over %d bytes: too large for a subscriber", maxWireBody)
+	case sized && n != length:
+		return io.ErrUnexpectedEOF
 	}
-}
-
-func (w *wireConn) readChunked(r *wireResp) error {
-	for {
+	for chunked { // trailers, up to the empty line
 		line, err := w.line()
-		if err != nil {
+		if err != nil || len(line) == 0 {
 			return err
 		}
-		if i := bytes.IndexByte(line, ';'); i >= 0 {
-			line = line[:i] // chunk extensions
-		}
-		n, err := strconv.ParseInt(string(bytes.TrimSpace(line)), 16, 64)
-		if err != nil || n < 0 {
-			return fmt.Errorf("bad chunk size %q", line)
-		}
-		if n == 0 {
-			for { // trailers, up to the empty line
-				line, err := w.line()
-				if err != nil || len(line) == 0 {
-					return err
-				}
-			}
-		}
-		if err := w.readN(r, n); err != nil {
-			return err
-		}
-		if line, err := w.line(); err != nil || len(line) != 0 {
-			return errors.Join(err, errors.New("chunk not followed by CRLF"))
-		}
 	}
-}
-
-// readN appends n body bytes to r.body.
-func (w *wireConn) readN(r *wireResp, n int64) error {
-	if n > 64<<20 {
-		return fmt.Errorf("body of %d bytes: too large for a subscriber", n)
-	}
-	k := len(r.body)
-	r.body = append(r.body, make([]byte, n)...)
-	_, err := io.ReadFull(w.br, r.body[k:])
-	return err
+	return nil
 }
 
 // line reads a CRLF- (or LF-) terminated line without its terminator. It
@@ -216,24 +196,4 @@ func (w *wireConn) line() ([]byte, error) {
 		line = line[:n-1]
 	}
 	return line, nil
-}
-
-// asciiEqualFold compares b to an ASCII string without case.
-func asciiEqualFold(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i := range len(b) {
-		x, y := b[i], s[i]
-		if 'A' <= x && x <= 'Z' {
-			x += 'a' - 'A'
-		}
-		if 'A' <= y && y <= 'Z' {
-			y += 'a' - 'A'
-		}
-		if x != y {
-			return false
-		}
-	}
-	return true
 }
