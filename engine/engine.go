@@ -116,9 +116,7 @@ func (e *Engine) openDir() error {
 	}
 	start := time.Now()
 	if err := e.recover(); err != nil {
-		if e.store.slab != nil {
-			e.store.slab.close()
-		}
+		e.store.slab.close()
 		lf.Close()
 		return err
 	}
@@ -151,9 +149,7 @@ func (e *Engine) Close() error {
 		}
 		e.store.ring = nil
 		e.store.mu.Unlock()
-		if e.store.slab != nil {
-			e.store.slab.close()
-		}
+		e.store.slab.close()
 		e.lock.Close()
 	}
 	e.streams.Range(func(_ string, s *stream) bool { s.notify(); return true })

@@ -108,7 +108,12 @@ func (sb *slab) path(i int) string {
 	return filepath.Join(sb.root, "slab."+strconv.FormatInt(sb.slotSize, 10)+"."+strconv.Itoa(i))
 }
 
+// close drops the slab files (mappings go with their last window). A nil
+// slab (memory mode) has none.
 func (sb *slab) close() {
+	if sb == nil {
+		return
+	}
 	for _, f := range sb.files {
 		f.Close()
 	}
