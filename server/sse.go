@@ -84,7 +84,7 @@ func writeDataEvent(bw *bufio.Writer, c *engine.Chunk, binary bool) {
 		enc := base64.StdEncoding.EncodeToString(raw)
 		for len(enc) > 0 {
 			n := min(len(enc), 16<<10)
-			bw.WriteString("data:")
+			bw.WriteString("data: ")
 			bw.WriteString(enc[:n])
 			bw.WriteByte('\n')
 			enc = enc[n:]
@@ -93,11 +93,13 @@ func writeDataEvent(bw *bufio.Writer, c *engine.Chunk, binary bool) {
 		return
 	}
 	// SSE ends a line at \n, \r or \r\n; each line becomes one data: field
-	// and the client joins them with \n.
+	// and the client joins them with \n. Every parser drops exactly one
+	// space after "data:", so the field is "data: " + line: a line that
+	// itself starts with a space (an LLM token, say) keeps it.
 	body := chunkBytes(c)
 	for {
 		i := bytes.IndexAny(body, "\r\n")
-		bw.WriteString("data:")
+		bw.WriteString("data: ")
 		if i < 0 {
 			bw.Write(body)
 			bw.WriteByte('\n')
@@ -116,7 +118,7 @@ func writeDataEvent(bw *bufio.Writer, c *engine.Chunk, binary bool) {
 // writeControl writes the "control" event that follows data (or opens the
 // stream): next offset, cursor while open, up-to-date, closed.
 func (s *Server) writeControl(bw *bufio.Writer, cursor int64, c *engine.Chunk) {
-	bw.WriteString("event: control\ndata:{\"streamNextOffset\":\"")
+	bw.WriteString("event: control\ndata: {\"streamNextOffset\":\"")
 	bw.WriteString(c.Next.String())
 	bw.WriteByte('"')
 	if !c.Closed {

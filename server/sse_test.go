@@ -261,6 +261,9 @@ func TestSSETextLines(t *testing.T) {
 		{"trailing newline", "text/plain", "x\n", []string{"x", ""}},
 		{"blank lines", "text/plain", "a\n\nb", []string{"a", "", "b"}},
 		{"data-looking text", "text/plain", "event: control\ndata: x", []string{"event: control", "data: x"}},
+		// Parsers drop one space after "data:": the server must send it.
+		{"leading spaces", "text/plain", " world\n  two spaces\n\t tab", []string{" world", "  two spaces", "\t tab"}},
+		{"only spaces", "text/plain", " ", []string{" "}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
