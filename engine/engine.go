@@ -50,6 +50,11 @@ type Engine struct {
 	bufPool  sync.Pool
 
 	storedBytes atomic.Int64
+
+	// readLookedUp, when set (tests only), runs in Read between the
+	// stream's lookup and the pinning of its segments: the window in which
+	// a delete can free the stream's slab slots under the reader.
+	readLookedUp func(path string)
 }
 
 // Open opens (creating if needed) the store in dir and recovers it: the last

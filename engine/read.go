@@ -114,6 +114,9 @@ func (e *Engine) Read(path string, from ReadFrom, o ReadOptions) (*Chunk, error)
 	if err != nil {
 		return nil, err
 	}
+	if e.readLookedUp != nil {
+		e.readLookedUp(path)
+	}
 	s.touch(e.clock())
 	closed := s.visClosed.Load()
 	tail := Offset(s.vis.Load())
@@ -260,9 +263,19 @@ func (e *Engine) collect(s *stream, from, to Offset, views []segment.View) ([]se
 
 // collectSegment returns a view of s's own bytes from `from` up to `to` or
 // the end of the segment holding `from`, whichever is first.
+//
+// A reader looks a stream up before it pins the stream's segments, and a
+// delete can come between: remove frees the stream's slab slots and a new
+// stream may take them. The state check under s.mu closes that window: a
+// delete marks the stream stDeleted under s.mu before it frees anything, and
+// a slot pinned here before that is freed only when the view is released.
+// So a read answers ErrNotFound or the stream's own bytes, never another's.
 func (e *Engine) collectSegment(s *stream, from, to Offset) (segment.View, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.state == stDeleted {
+		return segment.View{}, ErrNotFound
+	}
 	d := s.data
 	if d == nil {
 		return segment.View{}, ErrCorrupt

@@ -267,3 +267,64 @@ func TestSlabFilesAtOpen(t *testing.T) {
 		t.Fatalf("Open with a slab file cut short: %v, want ErrCorrupt", err)
 	}
 }
+
+// A reader parked between its lookup and the pinning of the stream's
+// segments (the readLookedUp hook) while the stream is deleted and its slab
+// slot given to a new stream must answer ErrNotFound, never the new
+// stream's bytes. The same for a stream whose segment is a file of its own
+// (once deleted, the file is gone: ErrNotFound, not ErrCorrupt).
+func TestReadRacingDeleteNeverSeesAnotherStream(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		data string
+	}{
+		{"slab slot", "AAAA"},
+		{"own file", strings.Repeat("A", 6000)}, // past a 4 KiB slot
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			e := openTest(t, t.TempDir(), slabOpts())
+			defer e.Close()
+			mustCreate(t, e, "a", CreateOptions{Data: []byte(tc.data)})
+			parked, resume := make(chan struct{}), make(chan struct{})
+			e.readLookedUp = func(path string) {
+				if path == "a" {
+					close(parked)
+					<-resume
+				}
+			}
+			type result struct {
+				body string
+				err  error
+			}
+			done := make(chan result, 1)
+			go func() {
+				c, err := e.Read("a", ReadFrom{Kind: FromStart}, ReadOptions{MaxBytes: 1 << 20})
+				if err != nil {
+					done <- result{err: err}
+					return
+				}
+				defer c.Release()
+				done <- result{body: string(c.Bytes())}
+			}()
+			<-parked
+			s, _ := e.streams.Load("a")
+			aSegs := s.data.segs
+			if err := e.Delete(ctx, "a"); err != nil {
+				t.Fatal(err)
+			}
+			mustCreate(t, e, "b", CreateOptions{Data: []byte(strings.Repeat("B", len(tc.data)))})
+			if b, _ := e.streams.Load("b"); aSegs[0].slab1 != 0 && b.data.segs[0].slab1 != aSegs[0].slab1 {
+				t.Fatalf("b did not get a's freed slot: the test does not exercise the race")
+			}
+			close(resume)
+			r := <-done
+			switch {
+			case r.err == nil && r.body == tc.data:
+			case errors.Is(r.err, ErrNotFound):
+			default:
+				t.Fatalf("read of the deleted stream: err %v, body %.40q (%d bytes)", r.err, r.body, len(r.body))
+			}
+		})
+	}
+}

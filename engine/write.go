@@ -750,6 +750,7 @@ func (e *Engine) remove(s *stream) {
 			segs = s.data.segs
 			e.store.drop(segs)
 			e.storedBytes.Add(-int64(s.tail - s.meta.forkOffset))
+			s.data = nil // its slots and files go below
 		}
 		s.mu.Unlock()
 		if err := e.store.removeFiles(s.id, segs); err != nil {
