@@ -292,7 +292,7 @@ func (h *NullHandler) sse(w http.ResponseWriter, r *http.Request, st *nullStream
 		if len(data) > 0 {
 			bw.WriteString("event: data\n")
 			for _, line := range strings.Split(string(data), "\n") {
-				bw.WriteString("data: ")
+				bw.WriteString("data:")
 				bw.WriteString(line)
 				bw.WriteByte('\n')
 			}

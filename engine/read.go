@@ -13,6 +13,16 @@ type ReadOptions struct {
 	// boundary for JSON streams (a single larger message is returned whole).
 	// Zero means 1 MiB.
 	MaxBytes int64
+	// End, if not zero, is where the read stops at the latest, whatever
+	// was appended since: the pages of one response that serves a range
+	// found earlier (Chunk.Tail of its first page) end there. An End past
+	// the stream's tail is ErrOffsetPastEnd (it was another stream's tail).
+	End Offset
+	// OnePass says the caller sends the bytes once and will not reread
+	// them soon: Release takes their pages out of the process's mappings
+	// (they stay in the page cache), so a reader of a large range does
+	// not grow the resident set by every byte it sends.
+	OnePass bool
 }
 
 // Chunk is the result of a read: zero-copy views of stored bytes. The views
@@ -24,10 +34,13 @@ type Chunk struct {
 	Next        Offset // where the next read begins
 	UpToDate    bool   // Next is the stream's tail
 	Closed      bool   // the stream is closed and Next is its final offset
+	Tail        Offset // the stream's readable tail when it was read
+	TailClosed  bool   // the stream was closed then: Tail is its final offset
 	ContentType string
 	JSON        bool
 
-	views []segment.View
+	views   []segment.View
+	onePass bool
 }
 
 var (
@@ -91,6 +104,9 @@ func (c *Chunk) Bytes() []byte {
 // Release unpins the chunk's views. It is safe to call more than once.
 func (c *Chunk) Release() {
 	for _, v := range c.views {
+		if c.onePass {
+			v.DropPages()
+		}
 		v.Release()
 	}
 	c.views = nil
@@ -127,17 +143,21 @@ func (e *Engine) Read(path string, from ReadFrom, o ReadOptions) (*Chunk, error)
 	case FromNow:
 		start = tail
 	}
-	if start > tail {
+	end := tail
+	if o.End != 0 {
+		end = o.End
+	}
+	if start > end || end > tail {
 		return nil, ErrOffsetPastEnd
 	}
-	c := &Chunk{StreamID: s.id, Start: start, ContentType: s.meta.contentType, JSON: s.meta.json}
+	c := &Chunk{StreamID: s.id, Start: start, Tail: tail, TailClosed: closed,
+		ContentType: s.meta.contentType, JSON: s.meta.json, onePass: o.OnePass}
 	max := o.MaxBytes
 	if max <= 0 {
 		max = defaultReadMax
 	}
-	end := tail
-	if uint64(tail-start) > uint64(max) {
-		if end, err = e.cut(s, start, start+Offset(max), tail); err != nil {
+	if uint64(end-start) > uint64(max) {
+		if end, err = e.cut(s, start, start+Offset(max), end); err != nil {
 			return nil, err
 		}
 	}

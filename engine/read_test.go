@@ -736,3 +736,47 @@ func TestReadAfterIndexLossWithReplay(t *testing.T) {
 		checkJSONPaging(t, e2, "j", msgs, max)
 	}
 }
+
+// ReadOptions.End stops a read at an earlier tail whatever was appended
+// since; pages read up to it join into exactly the range [start, End); an
+// End past the tail is ErrOffsetPastEnd. Chunk.Tail/TailClosed report the
+// tail the read saw.
+func TestReadEnd(t *testing.T) {
+	e := openTest(t, t.TempDir(), &Options{Durability: DurabilitySync})
+	defer e.Close()
+	mustCreate(t, e, "s", CreateOptions{ContentType: "application/json"})
+	for i := range 50 {
+		mustAppend(t, e, "s", fmt.Sprintf(`{"i":%d,"pad":"%s"}`, i, strings.Repeat("p", i*10)), AppendOptions{})
+	}
+	first, err := e.Read("s", ReadFrom{Kind: FromStart}, ReadOptions{MaxBytes: 1000})
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := first.Tail
+	if first.UpToDate || first.TailClosed {
+		t.Fatalf("first page: up to date %v, tail closed %v", first.UpToDate, first.TailClosed)
+	}
+	body := bytes.Join(first.Data(), nil)
+	next := first.Next
+	first.Release()
+	mustAppend(t, e, "s", `{"after":true}`, AppendOptions{Close: true})
+	for next < end {
+		c, err := e.Read("s", At(next), ReadOptions{MaxBytes: 1000, End: end, OnePass: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c.Next > end || c.Tail <= end || !c.TailClosed || c.Closed {
+			t.Fatalf("page [%v, %v): tail %v closed %v/%v", c.Start, c.Next, c.Tail, c.TailClosed, c.Closed)
+		}
+		body = append(body, bytes.Join(c.Data(), nil)...)
+		next = c.Next
+		c.Release()
+	}
+	var got []map[string]any
+	if err := json.Unmarshal(append(append([]byte{'['}, body[:len(body)-1]...), ']'), &got); err != nil || len(got) != 50 {
+		t.Fatalf("pages up to End: %d messages, %v", len(got), err)
+	}
+	if _, err := e.Read("s", ReadFrom{Kind: FromStart}, ReadOptions{End: 1 << 40}); !errors.Is(err, ErrOffsetPastEnd) {
+		t.Fatalf("End past the tail: %v", err)
+	}
+}

@@ -428,6 +428,33 @@ func (s *File) View(off, n int64) (View, bool) {
 	return View{f: s, B: s.Bytes(off, n)}, true
 }
 
+// DropPages takes the whole pages inside the view out of this process's
+// mapping (madvise MADV_DONTNEED): they stay in the page cache, and a later
+// access maps them again. For a one-pass read of a large range, so the
+// server's resident set does not grow by every byte it sends. Dirty pages
+// keep their data (the kernel moves the dirty bit to the cached page).
+// Heap files are untouched: for anonymous memory MADV_DONTNEED zeroes.
+func (v View) DropPages() {
+	if v.f == nil || !v.f.fileMapped() || len(v.B) < int(pageSize) {
+		return
+	}
+	p := uintptr(unsafe.Pointer(unsafe.SliceData(v.B)))
+	start := (p + uintptr(pageSize) - 1) &^ uintptr(pageSize-1)
+	end := (p + uintptr(len(v.B))) &^ uintptr(pageSize-1)
+	if end <= start {
+		return
+	}
+	_ = unix.Madvise(v.B[start-p:end-p], unix.MADV_DONTNEED)
+}
+
+// fileMapped reports whether s's bytes are a mapping of a file.
+func (s *File) fileMapped() bool {
+	if s.parent != nil {
+		return s.parent.fileMapped()
+	}
+	return s.mm != nil
+}
+
 // Release unpins the view. Releasing a zero View is a no-op.
 func (v View) Release() {
 	if v.f != nil {

@@ -9,6 +9,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -737,4 +739,69 @@ func writable(t *testing.T, path string) *os.File {
 	}
 	t.Cleanup(func() { f.Close() })
 	return f
+}
+
+// rssFileKiB reads RssFile from /proc/self/status (file-backed resident
+// pages of this process), or -1 where it is not reported.
+func rssFileKiB(t *testing.T) int64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "RssFile:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return n
+		}
+	}
+	return -1
+}
+
+// DropPages takes a mapped view's pages out of the process's resident set
+// and keeps their bytes; on heap files (memory mode) it changes nothing.
+func TestViewDropPages(t *testing.T) {
+	const size = 32 << 20
+	want := make([]byte, size)
+	for i := range want {
+		want[i] = byte(i * 7)
+	}
+	path := filepath.Join(t.TempDir(), "seg")
+	f, err := Create(nil, path, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if err := f.WriteAt(want, 0); err != nil {
+		t.Fatal(err)
+	}
+	// An unaligned view: only the whole pages inside it go.
+	v, ok := f.View(100, size-200)
+	if !ok {
+		t.Fatal("view")
+	}
+	before := rssFileKiB(t)
+	v.DropPages()
+	after := rssFileKiB(t)
+	if before >= 0 && before-after < 24<<10 {
+		t.Errorf("RssFile %d KiB -> %d KiB: the view's pages stayed resident", before, after)
+	}
+	if !bytes.Equal(v.B, want[100:size-100]) {
+		t.Fatal("bytes changed after DropPages")
+	}
+	v.Release()
+	if !bytes.Equal(f.Bytes(0, size), want) {
+		t.Fatal("bytes outside the view changed")
+	}
+
+	h := NewHeap(1 << 20)
+	if err := h.WriteAt(want[:1<<20], 0); err != nil {
+		t.Fatal(err)
+	}
+	hv, _ := h.View(0, 1<<20)
+	hv.DropPages()
+	if !bytes.Equal(hv.B, want[:1<<20]) {
+		t.Fatal("DropPages zeroed a heap file")
+	}
+	hv.Release()
 }

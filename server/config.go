@@ -25,9 +25,15 @@ type Config struct {
 	// MaxAppendBytes bounds a POST/PUT body (decompressed); larger is 413.
 	// Default 64 MiB.
 	MaxAppendBytes int64
-	// MaxReadBytes caps the data in one catch-up/long-poll response or SSE
-	// data event; readers page through larger streams. Default 1 MiB.
+	// MaxReadBytes caps the data in one plain catch-up response; readers
+	// then page with Stream-Next-Offset. Default 0: no cap, a catch-up read
+	// returns everything up to the tail it found, streamed from the
+	// segments (clients that read once, such as @durable-streams/client
+	// with live false, see only the first page of a capped read).
 	MaxReadBytes int64
+	// LiveChunkBytes caps the data in one long-poll response or SSE data
+	// event. Default 1 MiB.
+	LiveChunkBytes int64
 	// CursorInterval and CursorEpoch define Stream-Cursor values (protocol
 	// section 10.1). Defaults 20 s and 2024-10-09T00:00:00Z.
 	CursorInterval time.Duration
@@ -84,8 +90,8 @@ func (c Config) withDefaults() Config {
 	if c.MaxAppendBytes == 0 {
 		c.MaxAppendBytes = 64 << 20
 	}
-	if c.MaxReadBytes == 0 {
-		c.MaxReadBytes = 1 << 20
+	if c.LiveChunkBytes == 0 {
+		c.LiveChunkBytes = 1 << 20
 	}
 	if c.CursorInterval == 0 {
 		c.CursorInterval = 20 * time.Second
@@ -121,7 +127,7 @@ func (c Config) Validate() error {
 	if c.LongPollTimeout < 0 || c.SSEMaxDuration < 0 || c.CursorInterval < 0 {
 		errs = append(errs, errors.New("durations must not be negative"))
 	}
-	if c.MaxAppendBytes < 0 || c.MaxReadBytes < 0 {
+	if c.MaxAppendBytes < 0 || c.MaxReadBytes < 0 || c.LiveChunkBytes < 0 {
 		errs = append(errs, errors.New("byte limits must not be negative"))
 	}
 	if c.MaxPathBytes < 0 || c.RateBurst < 0 || c.RateLimitClients < 0 {

@@ -57,23 +57,38 @@ func (s *Server) handleRead(w http.ResponseWriter, r *http.Request, name, live s
 	}
 }
 
-func (s *Server) read(name string, from engine.ReadFrom) (*engine.Chunk, error) {
-	return s.eng.Read(name, from, engine.ReadOptions{MaxBytes: s.cfg.MaxReadBytes})
+// readLive reads a long-poll response's or an SSE data event's chunk.
+func (s *Server) readLive(name string, from engine.ReadFrom) (*engine.Chunk, error) {
+	return s.eng.Read(name, from, engine.ReadOptions{MaxBytes: s.cfg.LiveChunkBytes})
 }
 
-// catchUp answers a plain read with what is there now.
+// wholePageBytes is how much of a whole catch-up response one engine read
+// pins at a time.
+const wholePageBytes = 4 << 20
+
+// catchUp answers a plain read with what is there now: everything from the
+// offset up to the tail it finds, or MaxReadBytes of it when the operator
+// set that cap.
 func (s *Server) catchUp(w http.ResponseWriter, r *http.Request, name string, from engine.ReadFrom) {
-	c, err := s.read(name, from)
+	page := s.cfg.MaxReadBytes
+	if page == 0 {
+		page = wholePageBytes
+	}
+	c, err := s.eng.Read(name, from, engine.ReadOptions{MaxBytes: page})
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	defer c.Release()
-	if from.Kind == engine.FromNow {
+	switch {
+	case from.Kind == engine.FromNow:
+		defer c.Release()
 		s.writeTail(w, c, http.StatusOK)
-		return
+	case c.UpToDate || s.cfg.MaxReadBytes > 0:
+		defer c.Release()
+		s.writeChunk(w, r, c, false)
+	default:
+		s.writeWhole(w, r, name, c)
 	}
-	s.writeChunk(w, r, c, false)
 }
 
 // writeTail answers offset=now and empty live responses: no data, the tail
@@ -96,17 +111,32 @@ func (s *Server) writeTail(w http.ResponseWriter, c *engine.Chunk, status int) {
 	w.Write(body)
 }
 
+// readMeta is what a data response's headers describe: the range
+// [start, next) of stream incarnation id, and its wire body length.
+type readMeta struct {
+	id               uint64
+	start, next      engine.Offset
+	upToDate, closed bool
+	contentType      string
+	bodyLen          int64
+}
+
+func chunkMeta(c *engine.Chunk) readMeta {
+	return readMeta{id: c.StreamID, start: c.Start, next: c.Next, upToDate: c.UpToDate,
+		closed: c.Closed, contentType: c.ContentType, bodyLen: c.Len()}
+}
+
 // etag identifies a response's content: stream incarnation, range and
 // closure (so a close without new data changes it), and content coding.
-func etag(c *engine.Chunk, coding string) string {
+func etag(m readMeta, coding string) string {
 	var b strings.Builder
 	b.WriteByte('"')
-	b.WriteString(strconv.FormatUint(c.StreamID, 36))
+	b.WriteString(strconv.FormatUint(m.id, 36))
 	b.WriteByte(':')
-	b.WriteString(c.Start.String())
+	b.WriteString(m.start.String())
 	b.WriteByte(':')
-	b.WriteString(c.Next.String())
-	if c.Closed {
+	b.WriteString(m.next.String())
+	if m.closed {
 		b.WriteString(":c")
 	}
 	if coding != "" {
@@ -117,36 +147,48 @@ func etag(c *engine.Chunk, coding string) string {
 	return b.String()
 }
 
-// writeChunk sends a read's data with the headers of section 5.6.
-func (s *Server) writeChunk(w http.ResponseWriter, r *http.Request, c *engine.Chunk, live bool) {
+// readHeaders sets the headers of section 5.6 and picks the content coding
+// ("" for none). False: If-None-Match matched and a 304 went out.
+func (s *Server) readHeaders(w http.ResponseWriter, r *http.Request, m readMeta, live bool) (string, bool) {
 	h := w.Header()
-	h.Set("Content-Type", c.ContentType)
-	h.Set(hNextOffset, c.Next.String())
-	if c.UpToDate {
+	h.Set("Content-Type", m.contentType)
+	h.Set(hNextOffset, m.next.String())
+	if m.upToDate {
 		h.Set(hUpToDate, "true")
 	}
-	if c.Closed {
+	if m.closed {
 		h.Set(hStreamClosed, "true")
 	}
-	if live || !c.Closed {
+	if live || !m.closed {
 		h.Set(hCursor, s.cursor(r))
 	}
-	if c.Next > c.Start || c.Closed {
+	if m.next > m.start || m.closed {
 		h.Set("Cache-Control", s.cacheable())
 	} else {
 		h.Set("Cache-Control", "no-store") // an empty tail read changes as soon as data arrives
 	}
 	h.Add("Vary", "Accept-Encoding")
 	coding := ""
-	if s.cfg.CompressMinBytes >= 0 && c.Len() >= s.cfg.CompressMinBytes {
+	if s.cfg.CompressMinBytes >= 0 && m.bodyLen >= s.cfg.CompressMinBytes {
 		coding = acceptedCoding(r.Header.Get("Accept-Encoding"))
 	}
-	tag := etag(c, coding)
+	tag := etag(m, coding)
 	h.Set("ETag", tag)
 	if inm := r.Header.Get("If-None-Match"); inm != "" && etagMatches(inm, tag) {
 		w.WriteHeader(http.StatusNotModified)
+		return "", false
+	}
+	return coding, true
+}
+
+// writeChunk sends a read's data.
+func (s *Server) writeChunk(w http.ResponseWriter, r *http.Request, c *engine.Chunk, live bool) {
+	m := chunkMeta(c)
+	coding, ok := s.readHeaders(w, r, m, live)
+	if !ok {
 		return
 	}
+	h := w.Header()
 	if coding != "" {
 		body, err := compress(coding, c.Buffers())
 		if err == nil {
@@ -156,7 +198,7 @@ func (s *Server) writeChunk(w http.ResponseWriter, r *http.Request, c *engine.Ch
 			w.Write(body)
 			return
 		}
-		h.Set("ETag", etag(c, ""))
+		h.Set("ETag", etag(m, ""))
 	}
 	// Uncompressed: the stored bytes go from the mapping to the socket.
 	h.Set("Content-Length", strconv.FormatInt(c.Len(), 10))
@@ -168,6 +210,83 @@ func (s *Server) writeChunk(w http.ResponseWriter, r *http.Request, c *engine.Ch
 		if _, err := w.Write(b); err != nil {
 			return
 		}
+	}
+}
+
+// writeWhole answers a catch-up read that its first page c does not hold:
+// the range from c.Start to the tail c found, in one response. It goes out
+// page by page, each a zero-copy view of the segments whose pages leave the
+// process's mappings once sent (ReadOptions.OnePass), so memory stays flat
+// whatever the size. Appends that land meanwhile are not in it:
+// Stream-Next-Offset says where they start. A page that cannot be read
+// once the headers are out (the stream was deleted, or replaced by another
+// of the same path) aborts the connection: the client sees an error, never
+// a short body presented as whole.
+func (s *Server) writeWhole(w http.ResponseWriter, r *http.Request, name string, c *engine.Chunk) {
+	end := c.Tail
+	m := readMeta{id: c.StreamID, start: c.Start, next: end, upToDate: true, closed: c.TailClosed,
+		contentType: c.ContentType, bodyLen: int64(end - c.Start)}
+	if c.JSON {
+		m.bodyLen++ // '[' + messages + ']', the last stored comma dropped
+	}
+	coding, ok := s.readHeaders(w, r, m, false)
+	if !ok || r.Method == http.MethodHead {
+		c.Release()
+		return
+	}
+	var out io.Writer = w
+	if coding != "" {
+		zw, done, err := newEncoder(coding, w)
+		if err != nil {
+			c.Release()
+			s.writeError(w, r, err)
+			return
+		}
+		defer done()
+		w.Header().Set("Content-Encoding", coding)
+		out = zw
+	} else {
+		w.Header().Set("Content-Length", strconv.FormatInt(m.bodyLen, 10))
+	}
+	w.WriteHeader(http.StatusOK)
+	isJSON := c.JSON
+	if isJSON {
+		out.Write([]byte{'['})
+	}
+	for {
+		bufs := c.Data()
+		last := c.Next == end
+		if last && isJSON {
+			i := len(bufs) - 1
+			bufs[i] = bufs[i][:len(bufs[i])-1] // the trailing comma
+		}
+		for _, b := range bufs {
+			if _, err := out.Write(b); err != nil {
+				c.Release()
+				return // the client went away
+			}
+		}
+		next := c.Next
+		c.Release()
+		if last {
+			break
+		}
+		var err error
+		c, err = s.eng.Read(name, engine.At(next), engine.ReadOptions{MaxBytes: wholePageBytes, End: end, OnePass: true})
+		if err == nil && c.StreamID != m.id {
+			c.Release()
+			err = engine.ErrNotFound
+		}
+		if err != nil {
+			s.log.Info("whole read cut short: connection aborted", "path", r.URL.Path, "at", next.String(), "err", err)
+			panic(http.ErrAbortHandler)
+		}
+	}
+	if isJSON {
+		out.Write([]byte{']'})
+	}
+	if zw, ok := out.(io.Closer); ok {
+		zw.Close() // the encoder's last block; an error means the client left
 	}
 }
 
@@ -232,23 +351,29 @@ var (
 	}}
 )
 
-func compress(coding string, bufs [][]byte) ([]byte, error) {
-	var out bytes.Buffer
-	var zw io.WriteCloser
+// newEncoder returns a pooled gzip or zstd encoder writing to dst, and the
+// function that returns it to the pool (after Close).
+func newEncoder(coding string, dst io.Writer) (io.WriteCloser, func(), error) {
 	switch coding {
 	case "gzip":
 		gz := gzipPool.Get().(*gzip.Writer)
-		defer gzipPool.Put(gz)
-		gz.Reset(&out)
-		zw = gz
+		gz.Reset(dst)
+		return gz, func() { gzipPool.Put(gz) }, nil
 	case "zstd":
 		zs := zstdPool.Get().(*zstd.Encoder)
-		defer zstdPool.Put(zs)
-		zs.Reset(&out)
-		zw = zs
-	default:
-		return nil, errors.New("unknown coding " + coding)
+		zs.Reset(dst)
+		return zs, func() { zstdPool.Put(zs) }, nil
 	}
+	return nil, nil, errors.New("unknown coding " + coding)
+}
+
+func compress(coding string, bufs [][]byte) ([]byte, error) {
+	var out bytes.Buffer
+	zw, done, err := newEncoder(coding, &out)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
 	for _, b := range bufs {
 		if _, err := zw.Write(b); err != nil {
 			return nil, err
@@ -264,7 +389,7 @@ func compress(coding string, bufs [][]byte) ([]byte, error) {
 // for some; 204 on timeout, immediately 204 with Stream-Closed at the end of
 // a closed stream.
 func (s *Server) longPoll(w http.ResponseWriter, r *http.Request, name string, from engine.ReadFrom) {
-	c, err := s.read(name, from)
+	c, err := s.readLive(name, from)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -286,7 +411,7 @@ func (s *Server) longPoll(w http.ResponseWriter, r *http.Request, name string, f
 		s.readers.Add(-1)
 		switch {
 		case err == nil:
-			if c, err = s.read(name, engine.At(tail)); err != nil {
+			if c, err = s.readLive(name, engine.At(tail)); err != nil {
 				s.writeError(w, r, err)
 				return
 			}
@@ -299,7 +424,7 @@ func (s *Server) longPoll(w http.ResponseWriter, r *http.Request, name string, f
 			if r.Context().Err() != nil {
 				return // client went away
 			}
-			if c, err = s.read(name, engine.At(tail)); err != nil {
+			if c, err = s.readLive(name, engine.At(tail)); err != nil {
 				s.writeError(w, r, err)
 				return
 			}

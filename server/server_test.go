@@ -33,6 +33,7 @@ func testConfig() server.Config {
 		SSEMaxDuration:  2 * time.Second,
 		MaxAppendBytes:  1 << 20,
 		MaxReadBytes:    64 << 10,
+		LiveChunkBytes:  64 << 10,
 	}
 }
 

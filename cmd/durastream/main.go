@@ -63,7 +63,7 @@ func main() {
 type serveFlags struct {
 	addr, dataDir, durability, prefix, tlsCert, tlsKey, logFormat, logLevel, pprofAddr string
 	longPoll, sseMax, shutdownTimeout                                                  time.Duration
-	maxAppend, maxRead                                                                 int64
+	maxAppend, maxRead, liveChunk                                                      int64
 
 	// Limits (see limits.go in package server and newHTTPServer).
 	readHeaderTimeout, idleTimeout                          time.Duration
@@ -88,7 +88,8 @@ func parseServeFlags(args []string) (*serveFlags, error) {
 	fs.DurationVar(&f.longPoll, "long-poll-timeout", 30*time.Second, "how long a long-poll read waits for data")
 	fs.DurationVar(&f.sseMax, "sse-max-duration", 60*time.Second, "how long an SSE connection stays open")
 	fs.Int64Var(&f.maxAppend, "max-append-bytes", 64<<20, "largest append body in bytes (larger: 413)")
-	fs.Int64Var(&f.maxRead, "max-read-bytes", 1<<20, "most data bytes in one read response (readers page)")
+	fs.Int64Var(&f.maxRead, "max-read-bytes", 0, "most data bytes in one catch-up response, readers then page (0: no cap, the whole range up to the tail)")
+	fs.Int64Var(&f.liveChunk, "live-chunk-bytes", 1<<20, "most data bytes in one long-poll response or SSE data event")
 	fs.StringVar(&f.prefix, "stream-prefix", "/v1/stream/", "URL path prefix of streams")
 	fs.StringVar(&f.tlsCert, "tls-cert", "", "TLS certificate file (enables HTTPS and HTTP/2)")
 	fs.StringVar(&f.tlsKey, "tls-key", "", "TLS key file")
@@ -198,6 +199,7 @@ func serve(args []string) error {
 		SSEMaxDuration:  f.sseMax,
 		MaxAppendBytes:  f.maxAppend,
 		MaxReadBytes:    f.maxRead,
+		LiveChunkBytes:  f.liveChunk,
 		Logger:          log,
 
 		MaxPathBytes:      f.maxPathBytes,
