@@ -1,6 +1,9 @@
 # durastream — build, test and CI entry points.
 #
 #   make test         vet + unit tests (race) + conformance suite (sync, then memory)
+#                     + interop suites with the official clients
+#   make interop      interop/ts (@durable-streams/client 0.2.7) and interop/go
+#                     (client-go v0.1.0) against a real durastream serve
 #   make vet          go vet ./...
 #   make unit         go test -race -count=1 ./...
 #   make conformance  conformance/run.sh with --durability sync, then memory
@@ -26,10 +29,10 @@ BENCH     ?= .
 FUZZTIME  ?= 30s
 ARGS      ?=
 
-.PHONY: test deps vet unit conformance conformance-sync conformance-memory \
+.PHONY: test deps vet unit conformance conformance-sync conformance-memory interop interop-ts interop-go \
         build run bench fuzz clean
 
-test: deps vet unit conformance
+test: deps vet unit conformance interop
 
 deps:
 	$(GO) mod download
@@ -50,6 +53,14 @@ conformance: deps
 	done; \
 	awk '{p+=$$1; f+=$$2; s+=$$3} END {printf "conformance-total: %d passed, %d failed, %d skipped\n", p, f, s}' "$$summary"; \
 	exit $$rc
+
+interop: interop-ts interop-go
+
+interop-ts: deps
+	bash interop/ts/run.sh sync
+
+interop-go: deps
+	bash interop/go/run.sh
 
 conformance-sync: deps
 	bash conformance/run.sh "" sync

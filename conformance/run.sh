@@ -26,110 +26,20 @@ root="$(cd "$here/.." && pwd)"
 persist_path="/v1/stream/ci-persist-check"
 persist_expect="persisted-bytes-and-more"
 
-tmp=""
-server_pid=""
-server_port=""
-log_printed=0
-
-log() { echo "conformance/run.sh: $*" >&2; }
-
-free_port() {
-  node -e '
-    const s = require("net").createServer();
-    s.listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); });
-  '
-}
-
-print_server_log() {
-  if [[ -n "$tmp" && -f "$tmp/server.log" ]]; then
-    log_printed=1
-    echo "----- server log (last ${1:-80} lines: $tmp/server.log) -----" >&2
-    tail -n "${1:-80}" "$tmp/server.log" >&2 || true
-    echo "----- end of server log -----" >&2
-  fi
-}
-
-stop_server() {
-  local pid="$server_pid"
-  [[ -n "$pid" ]] || return 0
-  server_pid=""
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    local i
-    for ((i = 0; i < 100; i++)); do
-      kill -0 "$pid" 2>/dev/null || break
-      sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-      log "server (pid $pid) did not exit within 10s of SIGTERM; sending SIGKILL"
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-  fi
-  wait "$pid" 2>/dev/null || true
-}
-
-cleanup() {
-  local rc=$?
-  stop_server
-  if [[ -n "$tmp" ]]; then
-    if [[ $rc -ne 0 && $log_printed -eq 0 ]]; then
-      print_server_log 80
-    fi
-    rm -rf "$tmp"
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-start_server() {
-  server_port="$(free_port)"
-  log "starting durastream on 127.0.0.1:$server_port (durability=$durability, data dir $tmp/data)"
-  echo "===== start on port $server_port =====" >>"$tmp/server.log"
-  "$tmp/durastream" serve \
-    --addr "127.0.0.1:$server_port" \
-    --data-dir "$tmp/data" \
-    --durability "$durability" \
-    --long-poll-timeout 500ms \
-    >>"$tmp/server.log" 2>&1 </dev/null &
-  server_pid=$!
-  local deadline=$((SECONDS + 20))
-  until curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$server_port/health" 2>/dev/null; do
-    if ! kill -0 "$server_pid" 2>/dev/null; then
-      log "server exited before becoming healthy"
-      print_server_log 200
-      return 1
-    fi
-    if ((SECONDS >= deadline)); then
-      log "server not healthy after 20s"
-      print_server_log 200
-      return 1
-    fi
-    sleep 0.2
-  done
-  log "server healthy (pid $server_pid)"
-}
-
-ensure_node_modules() {
-  cd "$here"
-  if [[ ! -d node_modules || ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json ]]; then
-    log "installing npm packages (npm ci)"
-    npm ci --no-audit --no-fund
-  fi
-}
+log_tag="conformance/run.sh"
+# shellcheck source=../scripts/test-server.sh
+source "$root/scripts/test-server.sh"
 
 # ---------------------------------------------------------------------------
 
+cd "$here"
 ensure_node_modules
 
 persist_check=0
 if [[ -z "$url" ]]; then
   tmp="$(mktemp -d "${TMPDIR:-/tmp}/durastream-conformance.XXXXXX")"
-  log "building server"
-  (cd "$root" && go build -o "$tmp/durastream" ./cmd/durastream)
-  mkdir -p "$tmp/data"
-  start_server
+  build_server
+  start_server --long-poll-timeout 500ms
   url="http://127.0.0.1:$server_port"
   [[ "$durability" == "sync" ]] && persist_check=1
 fi
@@ -195,7 +105,7 @@ if ((persist_check)); then
   stop_server
   if ((persist_setup_ok == 0)); then
     persist_rc=1
-  elif ! start_server; then
+  elif ! start_server --long-poll-timeout 500ms; then
     echo "FAIL: durability check: server did not restart on the same data dir"
     persist_rc=1
   else

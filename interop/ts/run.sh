@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# Interop tests: the official TypeScript client @durable-streams/client
+# (pinned in package.json) against a real `durastream serve` process.
+#
+# Usage: interop/ts/run.sh [DURABILITY]
+#   DURABILITY  --durability for the server: sync (default) or memory.
+#
+# The server is built from this repo, started on a free 127.0.0.1 port with a
+# fresh temporary data dir, and stopped afterwards (SIGTERM, SIGKILL after 10s).
+#
+# Environment:
+#   DURASTREAM_URL                 if set, test that running server instead of
+#                                  building and starting one
+#   INTEROP_TIMEOUT                wall-clock limit for the node test run,
+#                                  seconds (default 300)
+#   Extra arguments for `node --test` can follow the durability, e.g.
+#     interop/ts/run.sh sync --test-name-pattern='SSE'
+#
+# Prints "interop-ts: N passed, M failed, K skipped" after the suite.
+# Exit status: non-zero if any test failed, the run timed out, or the server
+# could not be built or started.
+set -euo pipefail
+
+durability="${1:-${DURABILITY:-sync}}"
+shift || true
+case "$durability" in
+  sync | memory) ;;
+  *)
+    echo "interop/ts/run.sh: durability must be sync or memory, not '$durability'" >&2
+    exit 2
+    ;;
+esac
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+
+log_tag="interop/ts/run.sh"
+# shellcheck source=../../scripts/test-server.sh
+source "$root/scripts/test-server.sh"
+
+# ---------------------------------------------------------------------------
+
+cd "$here"
+ensure_node_modules
+
+tmp="$(mktemp -d "${TMPDIR:-/tmp}/durastream-interop-ts.XXXXXX")"
+url="${DURASTREAM_URL:-}"
+if [[ -z "$url" ]]; then
+  build_server
+  start_server
+  url="http://127.0.0.1:$server_port"
+fi
+url="${url%/}"
+
+cd "$here"
+timeout_cmd=()
+if command -v timeout >/dev/null 2>&1; then
+  timeout_cmd=(timeout --signal=TERM --kill-after=15 "${INTEROP_TIMEOUT:-300}")
+fi
+log "running the TypeScript client interop tests against $url"
+set +e
+DURASTREAM_URL="$url" "${timeout_cmd[@]}" node --test \
+  --test-concurrency=1 \
+  --test-timeout=120000 \
+  --test-reporter=spec --test-reporter-destination=stdout \
+  --test-reporter=tap --test-reporter-destination="$tmp/results.tap" \
+  "$@" ./*.test.mjs </dev/null
+suite_rc=$?
+set -e
+if [[ $suite_rc -eq 124 ]]; then
+  log "node --test exceeded INTEROP_TIMEOUT=${INTEROP_TIMEOUT:-300}s"
+fi
+
+# Counts from the TAP report's closing lines ("# pass N", ...).
+count() { sed -n "s/^# $1 \([0-9][0-9]*\)\$/\1/p" "$tmp/results.tap" 2>/dev/null | tail -n 1; }
+n_pass="$(count pass)"
+n_fail="$(count fail)"
+n_cancelled="$(count cancelled)"
+n_skip="$(count skipped)"
+n_todo="$(count todo)"
+if [[ -z "$n_pass" ]]; then
+  log "no test summary from node --test"
+  n_pass=0 n_fail=0 n_cancelled=0 n_skip=0 n_todo=0
+  if [[ $suite_rc -eq 0 ]]; then suite_rc=1; fi
+fi
+n_fail=$((n_fail + ${n_cancelled:-0}))
+if [[ $suite_rc -eq 0 && $n_pass -eq 0 ]]; then
+  log "node --test ran no passing tests"
+  suite_rc=1
+fi
+if [[ $suite_rc -ne 0 && -n "$server_pid" ]]; then
+  print_server_log 60
+fi
+echo "interop-ts: $n_pass passed, $n_fail failed, $((${n_skip:-0} + ${n_todo:-0})) skipped"
+exit "$suite_rc"

@@ -1,0 +1,110 @@
+# Sourced by conformance/run.sh and interop/ts/run.sh: a durastream built
+# from this repository, on a free 127.0.0.1 port with a data dir under $tmp,
+# started, health-checked, stopped, and its log shown when something failed.
+#
+# The sourcing script sets `durability` and `log_tag`, and `tmp` (a
+# temporary directory, removed on exit) before it calls start_server.
+# cleanup is installed as the EXIT trap.
+
+tmp=""
+server_pid=""
+server_port=""
+log_printed=0
+
+log() { echo "$log_tag: $*" >&2; }
+
+free_port() {
+  node -e '
+    const s = require("net").createServer();
+    s.listen(0, "127.0.0.1", () => { console.log(s.address().port); s.close(); });
+  '
+}
+
+print_server_log() {
+  if [[ -n "$tmp" && -f "$tmp/server.log" ]]; then
+    log_printed=1
+    echo "----- server log (last ${1:-80} lines: $tmp/server.log) -----" >&2
+    tail -n "${1:-80}" "$tmp/server.log" >&2 || true
+    echo "----- end of server log -----" >&2
+  fi
+}
+
+stop_server() {
+  local pid="$server_pid"
+  [[ -n "$pid" ]] || return 0
+  server_pid=""
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    local i
+    for ((i = 0; i < 100; i++)); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      log "server (pid $pid) did not exit within 10s of SIGTERM; sending SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  fi
+  wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+  local rc=$?
+  stop_server
+  if [[ -n "$tmp" ]]; then
+    if [[ $rc -ne 0 && $log_printed -eq 0 ]]; then
+      print_server_log 80
+    fi
+    rm -rf "$tmp"
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# build_server builds ./cmd/durastream into $tmp.
+build_server() {
+  log "building server"
+  (cd "$(dirname "${BASH_SOURCE[0]}")/.." && go build -o "$tmp/durastream" ./cmd/durastream)
+  mkdir -p "$tmp/data"
+}
+
+# start_server [SERVE FLAGS...] starts $tmp/durastream on $tmp/data and
+# waits up to 20 s for /health.
+start_server() {
+  server_port="$(free_port)"
+  log "starting durastream on 127.0.0.1:$server_port (durability=$durability, data dir $tmp/data)"
+  echo "===== start on port $server_port =====" >>"$tmp/server.log"
+  "$tmp/durastream" serve \
+    --addr "127.0.0.1:$server_port" \
+    --data-dir "$tmp/data" \
+    --durability "$durability" \
+    "$@" \
+    >>"$tmp/server.log" 2>&1 </dev/null &
+  server_pid=$!
+  local deadline=$((SECONDS + 20))
+  until curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$server_port/health" 2>/dev/null; do
+    if ! kill -0 "$server_pid" 2>/dev/null; then
+      log "server exited before becoming healthy"
+      print_server_log 200
+      return 1
+    fi
+    if ((SECONDS >= deadline)); then
+      log "server not healthy after 20s"
+      print_server_log 200
+      return 1
+    fi
+    sleep 0.2
+  done
+  log "server healthy (pid $server_pid)"
+}
+
+# ensure_node_modules runs npm ci in the current directory when its
+# node_modules is missing or older than package-lock.json.
+ensure_node_modules() {
+  if [[ ! -d node_modules || ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json ]]; then
+    log "installing npm packages (npm ci)"
+    npm ci --no-audit --no-fund
+  fi
+}
