@@ -62,9 +62,12 @@ func (s *Server) readLive(name string, from engine.ReadFrom) (*engine.Chunk, err
 	return s.eng.Read(name, from, engine.ReadOptions{MaxBytes: s.cfg.LiveChunkBytes})
 }
 
-// wholePageBytes is how much of a whole catch-up response one engine read
-// pins at a time.
-const wholePageBytes = 4 << 20
+// A whole catch-up response is read in pages: the first small, so its
+// first byte leaves soon, the rest larger (fewer engine reads and pins).
+const (
+	firstPageBytes = 1 << 20
+	wholePageBytes = 4 << 20
+)
 
 // catchUp answers a plain read with what is there now: everything from the
 // offset up to the tail it finds, or MaxReadBytes of it when the operator
@@ -72,7 +75,7 @@ const wholePageBytes = 4 << 20
 func (s *Server) catchUp(w http.ResponseWriter, r *http.Request, name string, from engine.ReadFrom) {
 	page := s.cfg.MaxReadBytes
 	if page == 0 {
-		page = wholePageBytes
+		page = firstPageBytes
 	}
 	c, err := s.eng.Read(name, from, engine.ReadOptions{MaxBytes: page})
 	if err != nil {
@@ -261,9 +264,13 @@ func (s *Server) writeWhole(w http.ResponseWriter, r *http.Request, name string,
 			bufs[i] = bufs[i][:len(bufs[i])-1] // the trailing comma
 		}
 		for _, b := range bufs {
-			if _, err := out.Write(b); err != nil {
-				c.Release()
-				return // the client went away
+			for len(b) > 0 {
+				n := min(len(b), 256<<10)
+				if _, err := out.Write(b[:n]); err != nil {
+					c.Release()
+					return // the client went away
+				}
+				b = b[n:]
 			}
 		}
 		next := c.Next
