@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -22,8 +23,9 @@ import (
 //     records at or above c0, which replay then recognizes and skips, since
 //     records carry the offset they apply at), flushing its index file.
 //  3. Wait until the log is durable past everything snapshotted.
-//  4. syncfs: the stream bytes below every snapshotted tail were written to
-//     their mappings before step 2, so now they are durable.
+//  4. Sync the files written since the last checkpoint (filesync.go): the
+//     stream bytes below every snapshotted tail were written, and their
+//     files marked, before step 2, so now they are durable.
 //  5. Write the checkpoint atomically; drop log segments that end <= c0.
 
 const ckptName = "checkpoint"
@@ -37,9 +39,6 @@ var (
 	ckptMagicV2 = []byte("DSCKPT02")
 	ckptMagicV1 = []byte("DSCKPT01")
 )
-
-// ckptWriteV2 makes checkpoints in the previous format (tests of reading it).
-var ckptWriteV2 = false
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
@@ -58,9 +57,10 @@ const (
 // commit-log segments it covers. It runs periodically on its own; calling it
 // is only useful in tests and before backups.
 func (e *Engine) Checkpoint() error {
-	if e.closed.Load() {
-		return ErrEngineClosed
+	if err := e.enter(); err != nil {
+		return err
 	}
+	defer e.leave()
 	return e.checkpoint()
 }
 
@@ -90,7 +90,7 @@ func (e *Engine) checkpoint() error {
 		return fmt.Errorf("checkpoint: %w", classifyIOErr(err))
 	}
 	defer cw.abort()
-	if ckptWriteV2 {
+	if e.opts.ckptV2 {
 		cw.buf = append(cw.buf, ckptMagicV2...)
 	} else {
 		cw.buf = append(cw.buf, ckptMagic...)
@@ -98,6 +98,7 @@ func (e *Engine) checkpoint() error {
 	cw.buf = binary.LittleEndian.AppendUint64(cw.buf, c0)
 	cw.buf = binary.LittleEndian.AppendUint64(cw.buf, e.nextID.Load())
 	var n uint64
+	var indexFiles []string // flushed: the sync below includes them
 	for _, s := range all {
 		s.mu.Lock()
 		// A stream whose create is still being written is locked by its
@@ -109,8 +110,12 @@ func (e *Engine) checkpoint() error {
 		}
 		cw.buf = e.encodeStream(cw.buf, s)
 		var err error
-		if s.data != nil && s.data.idx != nil && s.data.idx.Len() > len(s.data.segs) {
-			err = s.data.idx.Flush(e.opts.FS, e.store.indexPath(s.id))
+		if x := s.data.index(); x != nil && x.Len() > len(s.data.segs) && x.Unflushed() {
+			path := e.store.indexPath(s.id)
+			if err = x.Flush(e.opts.FS, path); err == nil {
+				indexFiles = append(indexFiles, path)
+				e.store.dirty.markDir(int(s.id & 0xff)) // it may be new
+			}
 		}
 		s.mu.Unlock()
 		if err != nil {
@@ -127,20 +132,22 @@ func (e *Engine) checkpoint() error {
 		return fmt.Errorf("checkpoint: %w", classifyIOErr(err))
 	}
 
-	if err := w.waitDurable(w.written.Load()); err != nil {
+	if err := w.waitDurable(context.Background(), w.written.Load()); err != nil {
 		return err
 	}
-	if err := e.opts.FS.Syncfs(e.dir); err != nil {
+	if err := e.syncDirty(indexFiles); err != nil {
 		// Stream bytes may be lost from the page cache: stop, as for a
 		// failed commit-log sync, and let recovery replay the log.
-		w.fail(fmt.Errorf("checkpoint syncfs: %w", err))
+		w.fail(fmt.Errorf("checkpoint: sync stream files: %w", err))
 		return w.err()
 	}
 	if err := cw.commit(); err != nil {
 		return fmt.Errorf("checkpoint: %w", classifyIOErr(err))
 	}
 	e.ckptLSN.Store(c0)
-	w.dropBefore(c0)
+	for _, err := range w.dropBefore(c0) {
+		e.log.Warn("remove commit-log segment a checkpoint covers", "err", err)
+	}
 	return nil
 }
 
@@ -220,7 +227,7 @@ func (e *Engine) encodeStream(b []byte, s *stream) []byte {
 	for _, ds := range segs {
 		b = binary.AppendUvarint(b, ds.base)
 		b = binary.AppendUvarint(b, uint64(ds.cap))
-		if !ckptWriteV2 {
+		if !e.opts.ckptV2 {
 			b = binary.AppendUvarint(b, uint64(ds.slab1))
 		}
 	}

@@ -2,12 +2,14 @@
 // path, appended to through one group-committed commit log, read as
 // zero-copy views, and tailed through a per-stream waiter registry.
 //
-// Data flow of an append: validate and frame under the stream's lock, copy
-// the bytes into the stream's segment (page cache) and a record into the
-// commit log, unlock, wait for the group commit to fsync past the record,
-// then publish the new tail to readers and wake the stream's waiters.
-// Checkpoints later make the stream files durable with one syncfs and let
-// old commit-log segments go. See DESIGN.md for the reasons.
+// Data flow of an append: validate and frame a JSON body before taking the
+// stream's lock; under it, check the stream's state and write the bytes into
+// the stream's segment (page cache) and a record into the commit log's
+// batch; unlock, wait for the group commit to fsync past the record, then
+// publish the new tail to readers and wake the stream's waiters.
+// Checkpoints later sync the stream files written since the last one and
+// let old commit-log segments go. The reasons are in the project's design
+// notes (../shared/DESIGN.md beside the repository).
 package engine
 
 import (
@@ -42,6 +44,8 @@ type Engine struct {
 	replaying bool
 
 	closed   atomic.Bool
+	inflight atomic.Int64  // operations admitted by enter and not yet left
+	drained  chan struct{} // signalled when the last one leaves after Close began
 	stop     chan struct{}
 	bg       sync.WaitGroup
 	ckptMu   sync.Mutex    // one checkpoint at a time
@@ -51,10 +55,12 @@ type Engine struct {
 
 	storedBytes atomic.Int64
 
-	// readLookedUp, when set (tests only), runs in Read between the
+	// Test hooks (nil outside tests). readLookedUp runs in Read between the
 	// stream's lookup and the pinning of its segments: the window in which
 	// a delete can free the stream's slab slots under the reader.
-	readLookedUp func(path string)
+	// appendLookedUp runs in Append once it is admitted, before its record
+	// is written: the window in which Close can begin.
+	readLookedUp, appendLookedUp func(path string)
 }
 
 // Open opens (creating if needed) the store in dir and recovers it: the last
@@ -72,6 +78,7 @@ func Open(dir string, opts *Options) (*Engine, error) {
 		clock:   o.Clock,
 		streams: xsync.NewMapOf[string, *stream](),
 		stop:    make(chan struct{}),
+		drained: make(chan struct{}, 1),
 		store:   &storage{fs: o.FS, minSeg: o.MinSegmentSize, maxSeg: o.MaxSegmentSize, max: o.MaxMappedSegments},
 	}
 	e.bufPool.New = func() any { b := make([]byte, 0, 256); return &b }
@@ -111,8 +118,16 @@ func (e *Engine) openDir() error {
 		lf.Close()
 		return fmt.Errorf("engine: %w", err)
 	}
+	// The directories made above (on a first Open) must survive a power
+	// cut with the files later made in them: sync their parents.
+	for _, d := range []string{e.store.root, e.dir} {
+		if err := syncDir(e.store.fs, d); err != nil {
+			lf.Close()
+			return fmt.Errorf("engine: sync %s: %w", d, err)
+		}
+	}
 	if e.store.minSeg <= maxSlot {
-		sb, err := openSlab(e.store.fs, e.store.root, e.store.minSeg)
+		sb, err := openSlab(e.store.fs, e.store.root, e.store.minSeg, e.opts.slabFileBytes, e.log)
 		if err != nil {
 			lf.Close()
 			return fmt.Errorf("engine: %w", err)
@@ -132,9 +147,22 @@ func (e *Engine) openDir() error {
 
 // Close stops background work, syncs the commit log, writes a final
 // checkpoint and releases the directory. Blocked waiters return ErrEngineClosed.
+//
+// Close is a barrier: operations in flight when it is called complete (or
+// fail as they would have), those that start after it return
+// ErrEngineClosed, live Waits return ErrEngineClosed, and once it returns
+// no goroutine of the engine runs and nothing is mapped but the views of
+// Chunks the caller has not released yet (each unmaps with its Release).
 func (e *Engine) Close() error {
 	if e.closed.Swap(true) {
 		return nil
+	}
+	e.streams.Range(func(_ string, s *stream) bool { s.notify(); return true })
+	for e.inflight.Load() != 0 {
+		select {
+		case <-e.drained:
+		case <-time.After(time.Millisecond):
+		}
 	}
 	close(e.stop)
 	e.bg.Wait()
@@ -157,8 +185,28 @@ func (e *Engine) Close() error {
 		e.store.slab.close()
 		e.lock.Close()
 	}
-	e.streams.Range(func(_ string, s *stream) bool { s.notify(); return true })
 	return err
+}
+
+// enter admits an operation, or refuses it once Close has begun. Every
+// admitted operation calls leave when done; Close waits for all of them, so
+// none runs against a stopped commit log or re-maps a file after Close.
+func (e *Engine) enter() error {
+	e.inflight.Add(1)
+	if e.closed.Load() {
+		e.leave()
+		return ErrEngineClosed
+	}
+	return nil
+}
+
+func (e *Engine) leave() {
+	if e.inflight.Add(-1) == 0 && e.closed.Load() {
+		select {
+		case e.drained <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // Err reports why the engine stopped accepting writes, or nil if it accepts them.
@@ -207,12 +255,13 @@ func (e *Engine) commit(a, b []byte) (uint64, error) {
 	return lsn, classifyIOErr(err)
 }
 
-// durable waits until the record at lsn survives a crash.
-func (e *Engine) durable(lsn uint64) error {
+// durable waits until the record at lsn survives a crash, or ctx ends
+// (ctx.Err(): the record may still become durable).
+func (e *Engine) durable(ctx context.Context, lsn uint64) error {
 	if e.wal == nil || lsn == 0 {
 		return nil
 	}
-	return e.wal.waitDurable(lsn)
+	return e.wal.waitDurable(ctx, lsn)
 }
 
 func (e *Engine) getBuf() *[]byte { return e.bufPool.Get().(*[]byte) }

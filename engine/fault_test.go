@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -258,7 +259,10 @@ func TestCheckpointFaults(t *testing.T) {
 		stops    bool // the engine must stop accepting writes
 		ckptFail bool
 	}{
-		{"syncfs EIO", errorfs.Rule{Op: errorfs.Syncfs, Err: syscall.EIO, Times: 1}, true, true},
+		{"segment fdatasync EIO", errorfs.Rule{Op: errorfs.Fdatasync, PathContains: ".seg", Err: syscall.EIO, Times: 1}, true, true},
+		{"slab fdatasync EIO", errorfs.Rule{Op: errorfs.Fdatasync, PathContains: "slab.", Err: syscall.EIO, Times: 1}, true, true},
+		{"index fdatasync EIO", errorfs.Rule{Op: errorfs.Fdatasync, PathContains: ".index", Err: syscall.EIO, Times: 1}, true, true},
+		{"directory fsync EIO", errorfs.Rule{Op: errorfs.Fsync, PathContains: "streams/", Err: syscall.EIO, Times: 1}, true, true},
 		{"rename EIO", errorfs.Rule{Op: errorfs.Rename, PathContains: "checkpoint", Err: syscall.EIO, Times: 1}, false, true},
 		{"checkpoint write ENOSPC", errorfs.Rule{Op: errorfs.Write, PathContains: "checkpoint", Err: syscall.ENOSPC, Times: 1}, false, true},
 		{"index write ENOSPC", errorfs.Rule{Op: errorfs.Write, PathContains: ".index", Err: syscall.ENOSPC, Times: 1}, false, true},
@@ -288,7 +292,7 @@ func TestCheckpointFaults(t *testing.T) {
 			_, aerr := e.Append(ctx, "a", body, AppendOptions{})
 			if tc.stops {
 				if !errors.Is(aerr, ErrFailed) || !errors.Is(e.Err(), ErrFailed) {
-					t.Fatalf("after a failed syncfs: append %v, Err %v", aerr, e.Err())
+					t.Fatalf("after a failed checkpoint sync: append %v, Err %v", aerr, e.Err())
 				}
 			} else {
 				if aerr != nil {
@@ -401,13 +405,13 @@ func TestRefusalWaitsForTheStateItReveals(t *testing.T) {
 }
 
 // TestFailWakesWaiters: a failure recorded outside the committer (a large
-// append's data sync, a checkpoint's syncfs) wakes appenders already
+// append's data sync, a checkpoint's file sync) wakes appenders already
 // waiting for their record: it will never be synced now.
 func TestFailWakesWaiters(t *testing.T) {
 	e := openTest(t, t.TempDir(), nil)
 	defer e.Close()
 	done := make(chan error, 1)
-	go func() { done <- e.wal.waitDurable(e.wal.written.Load() + 1) }() // past anything written: only a failure ends it
+	go func() { done <- e.wal.waitDurable(context.Background(), e.wal.written.Load()+1) }() // past anything written: only a failure ends it
 	time.Sleep(20 * time.Millisecond)
 	e.wal.fail(syscall.EIO)
 	select {
@@ -417,5 +421,110 @@ func TestFailWakesWaiters(t *testing.T) {
 		}
 	case <-time.After(2 * time.Second):
 		t.Fatal("a waiter stayed blocked after the log failed")
+	}
+}
+
+// syncRecorder is the real file system, recording what was synced.
+type syncRecorder struct {
+	vfs.FS
+	mu     sync.Mutex
+	synced map[string]int
+}
+
+func (r *syncRecorder) note(f *os.File) {
+	r.mu.Lock()
+	r.synced[f.Name()]++
+	r.mu.Unlock()
+}
+
+func (r *syncRecorder) Fsync(f *os.File) error     { r.note(f); return r.FS.Fsync(f) }
+func (r *syncRecorder) Fdatasync(f *os.File) error { r.note(f); return r.FS.Fdatasync(f) }
+
+func (r *syncRecorder) take() map[string]int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	m := r.synced
+	r.synced = map[string]int{}
+	return m
+}
+
+// A checkpoint syncs exactly what it needs, without syncfs (which FUSE and
+// some network file systems accept without flushing): every segment file,
+// slab file and index file written since the last checkpoint, and every
+// directory that gained a file; and nothing when nothing was written.
+func TestCheckpointSyncsWrittenFiles(t *testing.T) {
+	dir := t.TempDir()
+	rec := &syncRecorder{FS: vfs.OS, synced: map[string]int{}}
+	o := faultOpts(nil)
+	o.FS = rec
+	e := openTest(t, dir, o)
+	defer e.Close()
+	mustCreate(t, e, "small", CreateOptions{Data: []byte("in a slab slot")})
+	mustCreate(t, e, "grown", CreateOptions{})
+	for range 30 { // past the slot into files of its own, with index entries
+		mustAppend(t, e, "grown", strings.Repeat("g", 1000), AppendOptions{})
+	}
+	mustCreate(t, e, "large", CreateOptions{})
+	mustAppend(t, e, "large", strings.Repeat("L", 70<<10), AppendOptions{}) // by reference
+	rec.take()
+	if err := e.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	synced := rec.take()
+	want := []string{filepath.Join(dir, "streams", "slab.4096.0")}
+	for _, p := range []string{"grown", "large"} {
+		s, _ := e.streams.Load(p)
+		for _, ds := range s.data.segs {
+			if ds.slab1 == 0 {
+				want = append(want, e.store.segPath(s.id, ds.base))
+			}
+		}
+		want = append(want, e.store.fanDir(s.id))
+	}
+	g, _ := e.streams.Load("grown")
+	want = append(want, e.store.indexPath(g.id))
+	for _, p := range want {
+		if synced[p] == 0 {
+			t.Errorf("checkpoint did not sync %s (synced: %v)", p, synced)
+		}
+	}
+	// Nothing written since: the next checkpoint syncs no stream file.
+	mustAppend(t, e, "small", "x", AppendOptions{}) // a log record to checkpoint
+	rec.take()
+	if err := e.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	for p := range rec.take() {
+		if strings.Contains(p, "/streams/") && !strings.Contains(p, "slab.") {
+			t.Errorf("checkpoint synced %s, which was not written", p)
+		}
+	}
+}
+
+// One failure, one answer: once a commit-log sync fails, even with ENOSPC,
+// the append in flight and every later write get ErrFailed (503), never
+// ErrNoSpace (507, "retry when space returns") from an engine that is
+// stopped until restart.
+func TestFailedSyncENOSPCIsOneAnswer(t *testing.T) {
+	ctx := context.Background()
+	for _, op := range []errorfs.Op{errorfs.Fdatasync, errorfs.Write} {
+		t.Run(string(op), func(t *testing.T) {
+			fs := errorfs.New(nil)
+			e := openTest(t, t.TempDir(), faultOpts(fs))
+			defer e.Close()
+			mustCreate(t, e, "a", CreateOptions{})
+			fs.Inject(errorfs.Rule{Op: op, PathContains: "/wal/", Err: syscall.ENOSPC}) // every time: also the next segment prepared in the background
+			_, first := e.Append(ctx, "a", []byte("x"), AppendOptions{})
+			if fs.Hits() == 0 {
+				t.Fatal("the fault was never hit")
+			}
+			_, later := e.Append(ctx, "a", []byte("y"), AppendOptions{})
+			_, _, create := e.Create(ctx, "b", CreateOptions{})
+			for what, err := range map[string]error{"in flight": first, "later": later, "create": create, "Err": e.Err()} {
+				if !errors.Is(err, ErrFailed) || errors.Is(err, ErrNoSpace) {
+					t.Errorf("%s: %v, want ErrFailed and not ErrNoSpace", what, err)
+				}
+			}
+		})
 	}
 }

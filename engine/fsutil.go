@@ -9,8 +9,6 @@ import (
 	"github.com/durastream/durastream/vfs"
 )
 
-var errNoSpace = syscall.ENOSPC
-
 // classifyIOErr wraps a disk-full error with ErrNoSpace so callers and the
 // server can tell it from other failures.
 func classifyIOErr(err error) error {

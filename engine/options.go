@@ -97,6 +97,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Clock returns the current time (TTL and expiry). Default time.Now.
 	Clock func() time.Time
+
+	// Set by tests of this package only.
+	slabFileBytes int64 // size of new slab files; 0: slabFileBytes
+	ckptV2        bool  // write checkpoints in the previous format
 }
 
 // withDefaults returns a copy of o with every zero field set to its default.
@@ -135,6 +139,9 @@ func (o *Options) withDefaults() Options {
 	if r.MaxMappedSegments == 0 {
 		r.MaxMappedSegments = 16384
 	}
+	if r.slabFileBytes == 0 {
+		r.slabFileBytes = slabFileBytes
+	}
 	if r.CheckpointInterval == 0 {
 		r.CheckpointInterval = 30 * time.Second
 	}
@@ -157,7 +164,7 @@ func (o *Options) withDefaults() Options {
 	return r
 }
 
-// Validate reports the first invalid field, after defaults are applied.
+// Validate reports every invalid field (joined), after defaults are applied.
 func (o *Options) Validate() error {
 	r := o.withDefaults()
 	var errs []error

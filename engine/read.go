@@ -114,6 +114,10 @@ func (c *Chunk) Release() {
 
 // Head returns a stream's metadata without counting as an access for TTL.
 func (e *Engine) Head(path string) (StreamInfo, error) {
+	if err := e.enter(); err != nil {
+		return StreamInfo{}, err
+	}
+	defer e.leave()
 	s, err := e.lookup(path)
 	if err != nil {
 		return StreamInfo{}, err
@@ -126,6 +130,10 @@ const defaultReadMax = 1 << 20
 // Read returns the stream's bytes from `from`: at most MaxBytes of them,
 // only durable ones. It counts as an access for the sliding TTL.
 func (e *Engine) Read(path string, from ReadFrom, o ReadOptions) (*Chunk, error) {
+	if err := e.enter(); err != nil {
+		return nil, err
+	}
+	defer e.leave()
 	s, err := e.lookup(path)
 	if err != nil {
 		return nil, err
@@ -222,7 +230,12 @@ func (e *Engine) boundaryBelow(s *stream, start, limit Offset) Offset {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.data == nil || e.ensureIndex(l) != nil {
+	if l.data == nil {
+		return best
+	}
+	if err := e.ensureIndex(l); err != nil {
+		// The cut falls back to a message-by-message walk from start.
+		e.log.Warn("load stream index", "path", l.path, "err", err)
 		return best
 	}
 	if en, ok := l.data.idx.Below(uint64(start), uint64(limit)); ok && Offset(en.Off) > best {
@@ -333,6 +346,10 @@ func (e *Engine) collectSegment(s *stream, from, to Offset) (segment.View, error
 // (ErrNotFound/ErrGone), or ctx ends (ctx.Err()). A fork's waiters wake only
 // for the fork's own appends.
 func (e *Engine) Wait(ctx context.Context, path string, off Offset) error {
+	if err := e.enter(); err != nil {
+		return err
+	}
+	defer e.leave()
 	s, err := e.lookup(path)
 	if err != nil {
 		return err

@@ -256,12 +256,17 @@ func leUint64(b []byte) uint64 {
 func (e *Engine) removeOrphans(byID map[uint64]*stream) {
 	fans, err := os.ReadDir(e.store.root)
 	if err != nil {
+		e.log.Warn("orphan sweep: list stream directory", "dir", e.store.root, "err", err)
 		return
 	}
 	for _, fan := range fans {
 		dir := filepath.Join(e.store.root, fan.Name())
+		if !fan.IsDir() {
+			continue // slab files, a checkpoint's temporary
+		}
 		ents, err := os.ReadDir(dir)
 		if err != nil {
+			e.log.Warn("orphan sweep: list stream directory", "dir", dir, "err", err)
 			continue
 		}
 		for _, ent := range ents {

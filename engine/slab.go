@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"math/bits"
 	"os"
 	"path/filepath"
@@ -31,8 +32,8 @@ import (
 // slot is gone, so no reader sees another stream's bytes.
 
 // slabFileBytes is the size of every slab file: part of the on-disk
-// format (tests make it smaller).
-var slabFileBytes int64 = 4 << 20
+// format (tests make it smaller: Options.slabFileBytes).
+const slabFileBytes int64 = 4 << 20
 
 type slab struct {
 	fs       vfs.FS
@@ -46,14 +47,25 @@ type slab struct {
 	hint    int             // word of used to search from
 	pins    map[int64]int32 // windows alive per slot
 	pending map[int64]bool  // freed while pinned: free when the last window goes
+	// repaired: files openSlab made whole, and how many bytes they held
+	// before. The checkpoint must name no slot past those (claim).
+	repaired map[int]int64
 }
 
 // openSlab opens the slab files under root (streams/), named
 // slab.<slot size>.<n>. With none yet, new ones will have slots of
 // slotSize; existing ones keep theirs, whatever MinSegmentSize says now
 // (first segments of another size then get files of their own).
-func openSlab(fsys vfs.FS, root string, slotSize int64) (*slab, error) {
-	sb := &slab{fs: fsys, root: root, slotSize: slotSize, pins: map[int64]int32{}, pending: map[int64]bool{}}
+//
+// A slab file that is missing below the highest one, or shorter than a
+// slab file is, is made whole (zeros) with a warning rather than refused:
+// a power cut can leave one so when it was added after the last checkpoint
+// (a checkpoint syncs every slab file written before it), and then every
+// slot in it holds bytes the commit log has, which replay writes back. If
+// the checkpoint names a slot in the lost part, the damage is not a power
+// cut's and recovery refuses it (claim).
+func openSlab(fsys vfs.FS, root string, slotSize, fileBytes int64, log *slog.Logger) (*slab, error) {
+	sb := &slab{fs: fsys, root: root, slotSize: slotSize, pins: map[int64]int32{}, pending: map[int64]bool{}, repaired: map[int]int64{}}
 	ents, err := os.ReadDir(root)
 	if err != nil {
 		return nil, err
@@ -82,12 +94,20 @@ func openSlab(fsys vfs.FS, root string, slotSize int64) (*slab, error) {
 		sb.slotSize = sz
 		nums = append(nums, n)
 	}
-	sb.perFile = max(1, slabFileBytes/sb.slotSize)
+	sb.perFile = max(1, fileBytes/sb.slotSize)
 	sort.Ints(nums)
-	for i, n := range nums {
-		if n != i {
+	have := map[int]bool{}
+	for _, n := range nums {
+		have[n] = true
+	}
+	count := 0
+	if len(nums) > 0 {
+		count = nums[len(nums)-1] + 1
+	}
+	for i := range count {
+		if err := sb.repair(i, have[i], log); err != nil {
 			sb.close()
-			return nil, fmt.Errorf("%w: slab file %d missing", ErrCorrupt, i)
+			return nil, err
 		}
 		f, err := segment.OpenWritten(fsys, sb.path(i))
 		if err == nil && f.Cap() != sb.perFile*sb.slotSize {
@@ -102,6 +122,39 @@ func openSlab(fsys vfs.FS, root string, slotSize int64) (*slab, error) {
 	}
 	sb.used = make([]uint64, (int64(len(sb.files))*sb.perFile+63)/64)
 	return sb, nil
+}
+
+// repair makes slab file i whole if it is missing or short (see openSlab).
+func (sb *slab) repair(i int, exists bool, log *slog.Logger) error {
+	path, want := sb.path(i), sb.perFile*sb.slotSize
+	var had int64
+	if exists {
+		fi, err := os.Stat(path)
+		if err != nil {
+			return err
+		}
+		if fi.Size() >= want {
+			return nil // a longer one is refused by the caller
+		}
+		had = fi.Size()
+		log.Warn("slab file is short (a power cut after it was added): making it whole; replay restores its slots",
+			"file", path, "size", fi.Size(), "want", want)
+	} else {
+		log.Warn("slab file is missing (a power cut after it was added): recreating it; replay restores its slots", "file", path)
+	}
+	f, err := segment.CreateUnmapped(sb.fs, path, want)
+	if err == nil {
+		err = f.Sync()
+		f.Close()
+	}
+	if err == nil {
+		err = syncDir(vfs.Or(sb.fs), sb.root)
+	}
+	if err != nil {
+		return fmt.Errorf("repair slab file %s: %w", path, classifyIOErr(err))
+	}
+	sb.repaired[i] = had
+	return nil
 }
 
 func (sb *slab) path(i int) string {
@@ -145,14 +198,22 @@ func (sb *slab) alloc() (int64, error) {
 	return total, nil
 }
 
-// grow adds a slab file: reserved under a temporary name first, so a
-// slab file is always whole. Called with sb.mu held.
+// grow adds a slab file: reserved under a temporary name, synced, renamed
+// into place and the directory synced, so a slab file is whole after any
+// crash or power cut (where fallocate is missing the reservation is written
+// zeros, which only a sync makes durable). Called with sb.mu held.
 func (sb *slab) grow() error {
 	path := sb.path(len(sb.files))
 	f, err := segment.CreateUnmapped(sb.fs, path+".tmp", sb.perFile*sb.slotSize)
 	if err == nil {
+		err = f.Sync()
 		f.Close()
+	}
+	if err == nil {
 		err = vfs.Or(sb.fs).Rename(path+".tmp", path)
+	}
+	if err == nil {
+		err = syncDir(vfs.Or(sb.fs), sb.root)
 	}
 	if err == nil {
 		f, err = segment.OpenWritten(sb.fs, path)
@@ -176,6 +237,9 @@ func (sb *slab) claim(slot int64) error {
 	}
 	if sb.used[slot/64]&(1<<(slot%64)) != 0 {
 		return fmt.Errorf("%w: slab slot %d used twice", ErrCorrupt, slot)
+	}
+	if had, ok := sb.repaired[int(slot/sb.perFile)]; ok && (slot%sb.perFile+1)*sb.slotSize > had {
+		return fmt.Errorf("%w: slab slot %d named by the checkpoint was in the lost part of %s", ErrCorrupt, slot, sb.path(int(slot/sb.perFile)))
 	}
 	sb.used[slot/64] |= 1 << (slot % 64)
 	return nil

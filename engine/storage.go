@@ -15,10 +15,11 @@ import (
 	"github.com/durastream/durastream/segment"
 )
 
-// A stream's own bytes live in segments: files named
-// streams/<id&0xff>/<id>.<base offset>.seg whose capacity starts small and
-// doubles up to MaxSegmentSize, so an idle small stream costs one small file
-// and a large one a few big ones. An append never spans segments: when it
+// A stream's own bytes live in segments whose capacity starts small and
+// doubles up to MaxSegmentSize: the first, when it fits a slot, in a shared
+// slab file (see slab), later ones in files named
+// streams/<id&0xff>/<id>.<base offset>.seg. So an idle small stream costs a
+// slab slot and no file, and a large one a few big files. An append never spans segments: when it
 // does not fit, a new segment starts at the stream's tail. The bytes are
 // exactly what readers receive, so a catch-up read is a view of a mapping.
 //
@@ -32,6 +33,7 @@ type dataSeg struct {
 	ord   uint32
 	file  atomic.Pointer[segment.File] // nil while unmapped
 	used  atomic.Bool                  // CLOCK reference bit
+	dirty atomic.Bool                  // written since the last checkpoint's sync (see dirtySet)
 	slot  int                          // position in the clock ring (under storage.mu), -1 if none
 	slab1 int64                        // 1 + the slab slot holding the segment; 0: a file of its own
 }
@@ -51,6 +53,8 @@ type storage struct {
 	hand int
 
 	slab *slab // first segments that fit a slot (nil in memory mode)
+
+	dirty dirtySet // files the next checkpoint must sync
 }
 
 // maxSlot is the largest MinSegmentSize whose first segments go to slabs.
@@ -60,9 +64,9 @@ func (st *storage) memory() bool { return st.root == "" }
 
 // A stream's files sit directly in one of 256 fan-out directories (made at
 // Open), so a new stream costs one file creation and no mkdir.
-func (st *storage) fanDir(id uint64) string {
-	return filepath.Join(st.root, fmt.Sprintf("%02x", id&0xff))
-}
+func (st *storage) fanDir(id uint64) string { return st.fanDirAt(int(id & 0xff)) }
+
+func (st *storage) fanDirAt(i int) string { return filepath.Join(st.root, fmt.Sprintf("%02x", i)) }
 
 func (st *storage) segPath(id uint64, base uint64) string {
 	return filepath.Join(st.fanDir(id), fmt.Sprintf("%016x.%020d.seg", id, base))
@@ -75,7 +79,7 @@ func (st *storage) indexPath(id uint64) string {
 // makeFanDirs creates the fan-out directories.
 func (st *storage) makeFanDirs() error {
 	for i := 0; i < 256; i++ {
-		if err := os.MkdirAll(filepath.Join(st.root, fmt.Sprintf("%02x", i)), 0o755); err != nil {
+		if err := os.MkdirAll(st.fanDirAt(i), 0o755); err != nil {
 			return err
 		}
 	}
@@ -345,6 +349,12 @@ func (e *Engine) putData(s *stream, off Offset, n int64, ref bool, fill fill) (b
 		}
 		return false, classifyIOErr(err)
 	}
+	if !e.store.memory() {
+		e.store.dirty.markSeg(s.id, ds)
+		if create && ds.slab1 == 0 {
+			e.store.dirty.markDir(int(s.id & 0xff))
+		}
+	}
 	if create {
 		d.segs = append(d.segs, ds)
 		d.idx.Add(index.Entry{Off: uint64(off), Seg: ds.ord, Pos: 0})
@@ -369,7 +379,9 @@ func (e *Engine) undoData(s *stream, off Offset, n int64) {
 	if ds := d.lastSeg(); ds != nil && ds.base == uint64(off) && (len(d.segs) > 1 || off == s.meta.forkOffset) {
 		d.segs = d.segs[:len(d.segs)-1]
 		e.store.drop([]*dataSeg{ds})
-		e.store.removeFiles(s.id, []*dataSeg{ds})
+		if err := e.store.removeFiles(s.id, []*dataSeg{ds}); err != nil {
+			e.log.Warn("remove the segment of an append that failed (the orphan sweep retries)", "path", s.path, "err", err)
+		}
 		d.idx.TruncateAfter(uint64(off) - 1)
 		if len(d.segs) == 0 {
 			s.data = nil

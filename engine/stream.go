@@ -39,8 +39,10 @@ type producer struct {
 }
 
 // stream is one stream. Fields under "writer state" are guarded by mu and
-// describe everything written to the commit log, durable or not. Readers use
-// only the atomics under "published", which move after the commit.
+// describe everything written to the commit log, durable or not. Readers
+// decide what to return from the atomics under "published", which move after
+// the commit, and take mu only to pin the segments holding those bytes (and
+// to see a delete that came after their lookup: collectSegment).
 type stream struct {
 	id   uint64
 	path string
@@ -145,6 +147,14 @@ func (s *stream) touch(now time.Time) {
 type streamData struct {
 	segs []*dataSeg
 	idx  *index.Index // nil until loaded (lazily, after recovery)
+}
+
+// index returns the loaded index, or nil (no data, or not loaded yet).
+func (d *streamData) index() *index.Index {
+	if d == nil {
+		return nil
+	}
+	return d.idx
 }
 
 // lastSeg returns the newest segment, or nil.

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"github.com/durastream/durastream/vfs"
@@ -139,9 +140,12 @@ func (w *wal) err() error {
 
 // fail records the first storage failure; the log accepts nothing after it.
 // It wakes every waiter: none of them can become durable now, and the
-// committer, which stops on the failure, will not wake them.
+// committer, which stops on the failure, will not wake them. The cause is
+// kept as text only: whatever it was (ENOSPC included), every write from
+// now on gets the same ErrFailed, not a "no space" that invites retrying
+// against an engine stopped until restart.
 func (w *wal) fail(err error) {
-	err = fmt.Errorf("%w: %w", ErrFailed, err)
+	err = fmt.Errorf("%w: %v", ErrFailed, err)
 	w.failure.CompareAndSwap(nil, &err)
 	w.broadcast()
 }
@@ -341,8 +345,9 @@ func (w *wal) broadcast() {
 	close(*old)
 }
 
-// waitDurable blocks until LSN lsn is durable or the log has failed.
-func (w *wal) waitDurable(lsn uint64) error {
+// waitDurable blocks until LSN lsn is durable, the log has failed, or ctx
+// ends (ctx.Err()).
+func (w *wal) waitDurable(ctx context.Context, lsn uint64) error {
 	for {
 		ch := w.syncedCh.Load()
 		if w.synced.Load() >= lsn {
@@ -351,13 +356,19 @@ func (w *wal) waitDurable(lsn uint64) error {
 		if err := w.err(); err != nil {
 			return err
 		}
-		<-*ch
+		select {
+		case <-*ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 }
 
 // dropBefore removes segments that end at or before lsn (a checkpoint covers
-// them). The active segment always stays.
-func (w *wal) dropBefore(lsn uint64) {
+// them). The active segment always stays. A segment that cannot be removed
+// is returned (the caller logs it): it costs disk space, and the next
+// Open's replay skips it.
+func (w *wal) dropBefore(lsn uint64) []error {
 	w.mu.Lock()
 	var gone []*walSeg
 	for len(w.segs) > 1 && w.segs[0].end() <= lsn {
@@ -365,10 +376,14 @@ func (w *wal) dropBefore(lsn uint64) {
 		w.segs = w.segs[1:]
 	}
 	w.mu.Unlock()
+	var errs []error
 	for _, s := range gone {
 		s.f.Close()
-		os.Remove(s.path)
+		if err := os.Remove(s.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			errs = append(errs, err)
+		}
 	}
+	return errs
 }
 
 // close syncs what was written, stops the goroutines and unmaps the segments.

@@ -57,8 +57,12 @@ type StreamInfo struct {
 // it returns its info and created=false; a different configuration is
 // ErrConfigMismatch. A soft-deleted stream's path cannot be reused (ErrConfigMismatch).
 func (e *Engine) Create(ctx context.Context, path string, o CreateOptions) (StreamInfo, bool, error) {
-	if e.closed.Load() {
-		return StreamInfo{}, false, ErrEngineClosed
+	if err := e.enter(); err != nil {
+		return StreamInfo{}, false, err
+	}
+	defer e.leave()
+	if err := ctx.Err(); err != nil {
+		return StreamInfo{}, false, err
 	}
 	if err := e.checkPath(path); err != nil {
 		return StreamInfo{}, false, err
@@ -71,13 +75,13 @@ func (e *Engine) Create(ctx context.Context, path string, o CreateOptions) (Stre
 	}
 	for {
 		if s, ok := e.streams.Load(path); ok {
-			info, retry, err := e.createExisting(s, &o)
+			info, retry, err := e.createExisting(ctx, s, &o)
 			if !retry {
 				return info, false, err
 			}
 			continue
 		}
-		info, retry, err := e.createNew(path, &o)
+		info, retry, err := e.createNew(ctx, path, &o)
 		if !retry {
 			return info, err == nil, err
 		}
@@ -86,7 +90,7 @@ func (e *Engine) Create(ctx context.Context, path string, o CreateOptions) (Stre
 
 // createExisting answers a create for a path that is taken. retry means the
 // stream went away meanwhile.
-func (e *Engine) createExisting(s *stream, o *CreateOptions) (StreamInfo, bool, error) {
+func (e *Engine) createExisting(ctx context.Context, s *stream, o *CreateOptions) (StreamInfo, bool, error) {
 	s.mu.Lock()
 	state, lsn, refEnd := s.state, s.lastLSN, s.refEnd
 	now := e.clock()
@@ -103,10 +107,10 @@ func (e *Engine) createExisting(s *stream, o *CreateOptions) (StreamInfo, bool, 
 	case state == stSoftDeleted:
 		return StreamInfo{}, false, fmt.Errorf("%w: path belongs to a deleted stream that forks still reference", ErrConfigMismatch)
 	case !match:
-		return StreamInfo{}, false, e.answerDurable(s, lsn, refEnd, ErrConfigMismatch)
+		return StreamInfo{}, false, e.answerDurable(ctx, s, lsn, refEnd, ErrConfigMismatch)
 	}
 	// The stream may have been created a moment ago and not be durable yet.
-	if err := e.durable(lsn); err != nil {
+	if err := e.durable(ctx, lsn); err != nil {
 		return StreamInfo{}, false, err
 	}
 	s.touch(now)
@@ -163,7 +167,7 @@ func internContentType(ct string) string {
 
 // createNew makes a stream at a free path. retry means another creator won
 // the path first.
-func (e *Engine) createNew(path string, o *CreateOptions) (StreamInfo, bool, error) {
+func (e *Engine) createNew(ctx context.Context, path string, o *CreateOptions) (StreamInfo, bool, error) {
 	now := e.clock()
 	m := &streamMeta{contentType: internContentType(orDefault(o.ContentType)), hasTTL: o.HasTTL, ttl: o.TTL, expiresAt: unixNanos(o.ExpiresAt), createdAt: now.UnixNano()}
 	// A copy: the caller's string may be a slice of a larger buffer (an
@@ -265,11 +269,19 @@ func (e *Engine) createNew(path string, o *CreateOptions) (StreamInfo, bool, err
 	e.nStreams.Add(1)
 
 	// Wait for the commit without holding the locks.
+	tail, closed := s.tail, s.closed
 	s.mu.Unlock()
 	if src != nil {
 		src.mu.Unlock()
 	}
-	err = e.durable(lsn)
+	ready := func() {
+		s.publish(tail, closed)
+		s.ready.Store(true)
+	}
+	err = e.durable(ctx, lsn)
+	if err != nil && err == ctx.Err() {
+		e.finishLater(func(ctx context.Context) error { return e.durable(ctx, lsn) }, ready)
+	}
 	if src != nil {
 		src.mu.Lock()
 	}
@@ -277,9 +289,8 @@ func (e *Engine) createNew(path string, o *CreateOptions) (StreamInfo, bool, err
 	if err != nil {
 		return StreamInfo{}, false, err
 	}
-	s.publish(s.tail, s.closed)
-	s.ready.Store(true)
-	return e.infoLocked(s), false, nil
+	ready()
+	return e.info(s), false, nil
 }
 
 // lookupSource finds a fork source by path.
@@ -386,13 +397,25 @@ type AppendResult struct {
 
 // Append adds data to a stream (and/or closes it) and returns after the
 // change is durable and visible to readers.
+//
+// If ctx ends before the append is durable, Append returns ctx.Err() and
+// the append's outcome is unknown: it may still become durable and
+// visible (a producer retry with the same sequence number resolves it).
+// A ctx already done when Append is called changes nothing.
 func (e *Engine) Append(ctx context.Context, path string, data []byte, o AppendOptions) (AppendResult, error) {
-	if e.closed.Load() {
-		return AppendResult{}, ErrEngineClosed
+	if err := e.enter(); err != nil {
+		return AppendResult{}, err
+	}
+	defer e.leave()
+	if err := ctx.Err(); err != nil {
+		return AppendResult{}, err
 	}
 	s, err := e.lookup(path)
 	if err != nil {
 		return AppendResult{}, err
+	}
+	if e.appendLookedUp != nil {
+		e.appendLookedUp(path)
 	}
 	if len(data) == 0 && !o.Close {
 		return AppendResult{}, ErrEmptyAppend
@@ -410,7 +433,7 @@ func (e *Engine) Append(ctx context.Context, path string, data []byte, o AppendO
 		framed, _, err := FrameJSON((*buf)[:0], data, false)
 		if err != nil {
 			// A closed stream or a content-type mismatch takes precedence.
-			if perr := e.precheck(s, len(data) > 0, &o); perr != nil {
+			if perr := e.precheck(ctx, s, len(data) > 0, &o); perr != nil {
 				return AppendResult{}, perr
 			}
 			return AppendResult{}, err
@@ -427,12 +450,15 @@ func (e *Engine) Append(ctx context.Context, path string, data []byte, o AppendO
 	last, refEnd := s.lastLSN, s.refEnd
 	s.mu.Unlock()
 	if err != nil {
-		return res, e.answerDurable(s, last, refEnd, err)
+		return res, e.answerDurable(ctx, s, last, refEnd, err)
 	}
 	if p.refFile != nil {
 		// A large append's bytes are only in its segment: sync them here,
 		// in parallel with the group commit of its small record.
 		err := p.refFile.SyncRange(p.refPos, p.refLen)
+		if err == nil && p.refNewFile {
+			err = syncDir(e.opts.FS, e.store.fanDir(s.id))
+		}
 		if keep := e.opts.LargeAppendCacheBytes; err == nil && keep >= 0 {
 			// Drop the bytes one append's length behind the cached window:
 			// successive appends walk the window down the segment. (Written
@@ -448,17 +474,36 @@ func (e *Engine) Append(ctx context.Context, path string, data []byte, o AppendO
 			return AppendResult{}, e.wal.err()
 		}
 	}
-	if err := e.stateDurable(s, p.wait, p.refBefore); err != nil {
+	publish := func() {
+		if p.refFile != nil {
+			advance(&s.refDone, uint64(res.Tail))
+			s.notify()
+		}
+		if p.lsn != 0 || e.wal == nil {
+			s.publish(res.Tail, res.Closed)
+		}
+	}
+	if err := e.stateDurable(ctx, s, p.wait, p.refBefore); err != nil {
+		if err == ctx.Err() {
+			e.finishLater(func(ctx context.Context) error { return e.stateDurable(ctx, s, p.wait, p.refBefore) }, publish)
+		}
 		return AppendResult{}, err
 	}
-	if p.refFile != nil {
-		advance(&s.refDone, uint64(res.Tail))
-		s.notify()
-	}
-	if p.lsn != 0 || e.wal == nil {
-		s.publish(res.Tail, res.Closed)
-	}
+	publish()
 	return res, nil
+}
+
+// finishLater completes in the background an operation whose caller's ctx
+// ended while it waited: fn runs once wait succeeds (not if the log fails).
+// Close waits for it as for any operation in flight.
+func (e *Engine) finishLater(wait func(context.Context) error, fn func()) {
+	e.inflight.Add(1) // the caller is in flight, so Close has not drained yet
+	go func() {
+		defer e.leave()
+		if wait(context.Background()) == nil {
+			fn()
+		}
+	}()
 }
 
 // pending is what an append must wait for after releasing the stream lock.
@@ -469,22 +514,29 @@ type pending struct {
 	// A by-reference append's bytes, to sync before answering.
 	refFile        *segment.File
 	refPos, refLen int64
+	refNewFile     bool // its directory entry must be made durable too
 }
 
 // refsDurable waits until every by-reference append of s below off is
 // durable. Their appenders sync them concurrently; an answer that depends
 // on one (a later append, a duplicate) must not come first, or a crash
 // could lose bytes below an acknowledged offset.
-func (e *Engine) refsDurable(s *stream, off Offset) error {
+func (e *Engine) refsDurable(ctx context.Context, s *stream, off Offset) error {
 	for s.refDone.Load() < uint64(off) {
 		ch := s.waitChan()
 		if s.refDone.Load() >= uint64(off) {
 			break
 		}
-		if err := e.Err(); err != nil {
-			return err
+		if e.wal != nil {
+			if err := e.wal.err(); err != nil {
+				return err
+			}
 		}
-		<-ch
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	return nil
 }
@@ -500,7 +552,7 @@ func advance(v *atomic.Uint64, x uint64) {
 }
 
 // precheck reports the errors that outrank a body's validity.
-func (e *Engine) precheck(s *stream, hasBody bool, o *AppendOptions) error {
+func (e *Engine) precheck(ctx context.Context, s *stream, hasBody bool, o *AppendOptions) error {
 	s.mu.Lock()
 	var err error
 	if s.closed {
@@ -511,18 +563,18 @@ func (e *Engine) precheck(s *stream, hasBody bool, o *AppendOptions) error {
 	last, refEnd := s.lastLSN, s.refEnd
 	s.mu.Unlock()
 	if err != nil {
-		return e.answerDurable(s, last, refEnd, err)
+		return e.answerDurable(ctx, s, last, refEnd, err)
 	}
 	return nil
 }
 
 // stateDurable waits until s's records up to lsn and its by-reference
 // appends below refEnd are durable.
-func (e *Engine) stateDurable(s *stream, lsn uint64, refEnd Offset) error {
-	if err := e.durable(lsn); err != nil {
+func (e *Engine) stateDurable(ctx context.Context, s *stream, lsn uint64, refEnd Offset) error {
+	if err := e.durable(ctx, lsn); err != nil {
 		return err
 	}
-	return e.refsDurable(s, refEnd)
+	return e.refsDurable(ctx, s, refEnd)
 }
 
 // answerDurable returns err once the stream state it reveals is durable
@@ -531,8 +583,8 @@ func (e *Engine) stateDurable(s *stream, lsn uint64, refEnd Offset) error {
 // sequence, which an append may have set a moment ago; answered before that
 // append's sync, a crash could take back what the answer told (a 409 for a
 // stream that is open again after a restart).
-func (e *Engine) answerDurable(s *stream, lsn uint64, refEnd Offset, err error) error {
-	if derr := e.stateDurable(s, lsn, refEnd); derr != nil {
+func (e *Engine) answerDurable(ctx context.Context, s *stream, lsn uint64, refEnd Offset, err error) error {
+	if derr := e.stateDurable(ctx, s, lsn, refEnd); derr != nil {
 		return derr
 	}
 	return err
@@ -611,6 +663,7 @@ func (e *Engine) appendLocked(s *stream, data []byte, o *AppendOptions) (AppendR
 			if ok && err == nil {
 				f.Acquire() // cannot fail: putData holds a pin
 				pend.refFile, pend.refPos, pend.refLen = f, pos, n
+				pend.refNewFile = pos == 0 // it starts a segment: a new file
 			}
 			return ok, err
 		}
@@ -684,9 +737,16 @@ func (s *stream) setProducer(id string, epoch, seq, lsn uint64) {
 
 // Delete deletes a stream. A stream that forks still read becomes
 // soft-deleted (ErrGone to clients) until its last fork is deleted.
+//
+// If ctx ends before the delete is durable, Delete returns ctx.Err() and
+// the outcome is unknown (the stream already answers as deleted).
 func (e *Engine) Delete(ctx context.Context, path string) error {
-	if e.closed.Load() {
-		return ErrEngineClosed
+	if err := e.enter(); err != nil {
+		return err
+	}
+	defer e.leave()
+	if err := ctx.Err(); err != nil {
+		return err
 	}
 	s, err := e.lookup(path)
 	if err != nil {
@@ -728,13 +788,19 @@ func (e *Engine) deleteStream(ctx context.Context, s *stream, expired bool) erro
 		s.setState(stDeleted)
 	}
 	s.mu.Unlock()
-	if err := e.durable(lsn); err != nil {
+	done := func() {
+		s.notify()
+		if !soft {
+			e.remove(s)
+		}
+	}
+	if err := e.durable(ctx, lsn); err != nil {
+		if err == ctx.Err() {
+			e.finishLater(func(ctx context.Context) error { return e.durable(ctx, lsn) }, done)
+		}
 		return err
 	}
-	s.notify()
-	if !soft {
-		e.remove(s)
-	}
+	done()
 	return nil
 }
 
@@ -785,5 +851,3 @@ func (e *Engine) info(s *stream) StreamInfo {
 	}
 	return in
 }
-
-func (e *Engine) infoLocked(s *stream) StreamInfo { return e.info(s) }

@@ -1616,9 +1616,8 @@ func TestCheckpointV1StillLoads(t *testing.T) {
 	e := startEngineIn(t, dir, o)
 	mustCreate(t, e, "a", CreateOptions{Data: []byte("one")})
 	mustCreate(t, e, "b", CreateOptions{ContentType: "application/json", Data: []byte(`[1,2]`)})
-	ckptWriteV2 = true
+	e.opts.ckptV2 = true
 	err := e.Close()
-	ckptWriteV2 = false
 	if err != nil {
 		t.Fatal(err)
 	}

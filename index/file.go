@@ -30,9 +30,12 @@ func decodeEntry(b []byte) Entry {
 	}
 }
 
+// Unflushed reports whether Flush has anything to write.
+func (x *Index) Unflushed() bool { return x.persisted != len(x.e) || x.stale }
+
 // Flush appends to path the entries not yet persisted, creating the file
-// (0o644) if it is missing. It does not fsync: the engine syncs the whole
-// filesystem at checkpoints. If persisted entries were dropped (TruncateAfter,
+// (0o644) if it is missing. It does not fsync: the engine syncs the files it
+// flushed at checkpoints. If persisted entries were dropped (TruncateAfter,
 // a damaged Load, a replaced entry), the file is first cut back to the entries
 // still kept. It returns nil without any I/O when nothing is new.
 //
@@ -43,7 +46,7 @@ func decodeEntry(b []byte) Entry {
 // Writes go through fs (nil: the real file system).
 func (x *Index) Flush(fs vfs.FS, path string) error {
 	fs = vfs.Or(fs)
-	if x.persisted == len(x.e) && !x.stale {
+	if !x.Unflushed() {
 		return nil
 	}
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE, 0o644)

@@ -25,8 +25,6 @@ type FS interface {
 	// Fdatasync makes f's data durable (and the metadata needed to read
 	// it back, such as its size).
 	Fdatasync(f *os.File) error
-	// Syncfs flushes the whole file system that holds dir.
-	Syncfs(dir string) error
 	// Rename renames a file.
 	Rename(from, to string) error
 }
@@ -60,15 +58,6 @@ func (osFS) Fdatasync(f *os.File) error {
 			return err
 		}
 	}
-}
-
-func (osFS) Syncfs(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return unix.Syncfs(int(d.Fd()))
 }
 
 func (osFS) Rename(from, to string) error { return os.Rename(from, to) }

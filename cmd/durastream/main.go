@@ -72,6 +72,8 @@ type serveFlags struct {
 	trustForwardedFor                                       bool
 
 	bufferedLarge bool // engine.Options.BufferedLargeAppends
+	ckptInterval  time.Duration
+	ckptBytes     int64
 
 	// Go runtime memory settings.
 	gcPercent            int
@@ -108,6 +110,8 @@ func parseServeFlags(args []string) (*serveFlags, error) {
 	fs.Float64Var(&f.rateLimit, "rate-limit", 0, "requests per second per client IP (more: 429); 0: off")
 	fs.IntVar(&f.rateBurst, "rate-burst", 0, "rate limiter bucket size per client; 0: one second's worth")
 	fs.BoolVar(&f.trustForwardedFor, "trust-forwarded-for", false, "rate-limit by the last X-Forwarded-For address (behind a trusted proxy)")
+	fs.DurationVar(&f.ckptInterval, "checkpoint-interval", 30*time.Second, "how often stream files are synced and the commit log behind them dropped (recovery replays at most this much)")
+	fs.Int64Var(&f.ckptBytes, "checkpoint-bytes", 256<<20, "checkpoint early once the commit log has grown this many bytes since the last one")
 	fs.BoolVar(&f.bufferedLarge, "buffered-large-appends", false, "write large appends through the page cache, not O_DIRECT (live readers of big appends read memory, at more CPU per byte)")
 	// The environment supplies defaults; explicit flags override them.
 	var envErr error
@@ -189,7 +193,8 @@ func serve(args []string) error {
 		debug.SetMemoryLimit(f.memLimit)
 	}
 	eng, err := engine.Open(f.dataDir, &engine.Options{Durability: engine.Durability(f.durability), Logger: log,
-		MaxPathLen: f.maxPathBytes, BufferedLargeAppends: f.bufferedLarge})
+		MaxPathLen: f.maxPathBytes, BufferedLargeAppends: f.bufferedLarge,
+		CheckpointInterval: f.ckptInterval, CheckpointBytes: f.ckptBytes})
 	if err != nil {
 		return err
 	}

@@ -51,6 +51,8 @@ func TestParseServeFlagsDefaults(t *testing.T) {
 		{"max-append-bytes", f.maxAppend, int64(64 << 20)},
 		{"max-read-bytes", f.maxRead, int64(0)},
 		{"live-chunk-bytes", f.liveChunk, int64(1 << 20)},
+		{"checkpoint-bytes", f.ckptBytes, int64(256 << 20)},
+		{"checkpoint-interval", f.ckptInterval, 30 * time.Second},
 		{"stream-prefix", f.prefix, "/v1/stream/"},
 		{"tls-cert", f.tlsCert, ""},
 		{"tls-key", f.tlsKey, ""},

@@ -21,7 +21,6 @@ const (
 	Write     Op = "write"
 	Fsync     Op = "fsync"
 	Fdatasync Op = "fdatasync"
-	Syncfs    Op = "syncfs"
 	Rename    Op = "rename"
 )
 
@@ -119,13 +118,6 @@ func (f *FS) Fdatasync(file *os.File) error {
 		return err
 	}
 	return f.inner.Fdatasync(file)
-}
-
-func (f *FS) Syncfs(dir string) error {
-	if err := f.check(Syncfs, dir); err != nil {
-		return err
-	}
-	return f.inner.Syncfs(dir)
 }
 
 func (f *FS) Rename(from, to string) error {
