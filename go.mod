@@ -6,6 +6,7 @@ require (
 	github.com/HdrHistogram/hdrhistogram-go v1.4.0
 	github.com/bytedance/sonic v1.15.5
 	github.com/edsrzf/mmap-go v1.2.0
+	github.com/google/uuid v1.6.0
 	github.com/klauspost/compress v1.20.3
 	github.com/puzpuzpuz/xsync/v3 v3.5.1
 	golang.org/x/sys v0.49.0

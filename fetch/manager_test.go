@@ -1,0 +1,355 @@
+package fetch
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/durastream/durastream/engine"
+)
+
+// upstream is a local HTTP server that streams numbered SSE events.
+type upstream struct {
+	*httptest.Server
+	calls   atomic.Int64
+	events  int
+	every   time.Duration
+	status  int
+	stalled chan struct{} // closed: the handler hangs after its first event
+	gone    chan struct{} // closed when a request's context ends early
+}
+
+func newUpstream(t *testing.T, events int, every time.Duration) *upstream {
+	u := &upstream{events: events, every: every, status: 200, gone: make(chan struct{}, 16)}
+	u.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u.calls.Add(1)
+		switch r.URL.Path {
+		case "/redirect":
+			http.Redirect(w, r, "/elsewhere", http.StatusFound)
+			return
+		case "/fail":
+			w.Header().Set("Content-Type", "text/plain")
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprint(w, "try later")
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		w.Header().Set("Set-Cookie", "secret=1")
+		w.WriteHeader(u.status)
+		for i := range u.events {
+			fmt.Fprint(w, sseEvent(i))
+			w.(http.Flusher).Flush()
+			if u.stalled != nil && i == 0 {
+				<-r.Context().Done()
+				u.gone <- struct{}{}
+				return
+			}
+			select {
+			case <-time.After(u.every):
+			case <-r.Context().Done():
+				u.gone <- struct{}{}
+				return
+			}
+		}
+	}))
+	t.Cleanup(u.Close)
+	return u
+}
+
+func sseEvent(i int) string { return fmt.Sprintf("data: token %d\n\n", i) }
+
+func wantBody(events int) []byte {
+	var b bytes.Buffer
+	for i := range events {
+		b.WriteString(sseEvent(i))
+	}
+	return b.Bytes()
+}
+
+func testManager(t *testing.T, eng *engine.Engine, mod func(*Config)) *Manager {
+	t.Helper()
+	allow, err := ParseAllowlist([]string{"http://127.0.0.1:*/**"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := Config{Allow: allow, BatchDelay: 5 * time.Millisecond}
+	if mod != nil {
+		mod(&cfg)
+	}
+	m, err := New(eng, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(m.Close)
+	return m
+}
+
+func testEngine(t *testing.T, dir string) *engine.Engine {
+	t.Helper()
+	eng, err := engine.Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return eng
+}
+
+func mustURL(t *testing.T, s string) *url.URL {
+	t.Helper()
+	u, err := url.Parse(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u
+}
+
+// waitEnd waits until the fetch has an outcome.
+func waitEnd(t *testing.T, m *Manager, id string) *Fetch {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		f, err := m.Get(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Outcome != Running {
+			return f
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatal("the fetch did not end")
+	return nil
+}
+
+func readBody(t *testing.T, eng *engine.Engine, f *Fetch) ([]byte, bool) {
+	t.Helper()
+	c, err := eng.Read(f.Body, engine.ReadFrom{Kind: engine.FromStart}, engine.ReadOptions{MaxBytes: 1 << 30})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Release()
+	return c.Bytes(), c.Closed
+}
+
+func TestFetchStoresAndJoins(t *testing.T) {
+	eng := testEngine(t, t.TempDir())
+	defer eng.Close()
+	up := newUpstream(t, 20, 2*time.Millisecond)
+	m := testManager(t, eng, nil)
+	ctx := context.Background()
+	req := Request{Key: up.URL + "/chat?id=1", URL: mustURL(t, up.URL+"/chat?id=1"), Method: "POST",
+		Header: http.Header{"Authorization": {"Bearer secret"}, "Connection": {"keep-alive"}}, Body: []byte(`{"q":1}`)}
+	f, joined, err := m.Start(ctx, req)
+	if err != nil || joined {
+		t.Fatalf("start: %v, joined %v", err, joined)
+	}
+	if f.Status != 200 || f.ContentType() != "text/event-stream" || f.Header.Get("Set-Cookie") != "" {
+		t.Fatalf("stored answer: %d %v", f.Status, f.Header)
+	}
+	g, joined, err := m.Start(ctx, req)
+	if err != nil || !joined || g.ID != f.ID {
+		t.Fatalf("second start: %v, joined %v, id %s vs %s", err, joined, g.ID, f.ID)
+	}
+	end := waitEnd(t, m, f.ID)
+	if end.Outcome != Complete {
+		t.Fatalf("outcome %q (%s)", end.Outcome, end.Error)
+	}
+	body, closed := readBody(t, eng, f)
+	if !bytes.Equal(body, wantBody(20)) || !closed {
+		t.Fatalf("stored %q (closed %v)", body, closed)
+	}
+	if n := up.calls.Load(); n != 1 {
+		t.Fatalf("upstream called %d times", n)
+	}
+	if end.Chunks < 1 || end.Bytes != int64(len(body)) {
+		t.Fatalf("bytes %d chunks %d", end.Bytes, end.Chunks)
+	}
+	// The meta record holds no request credential.
+	c, _ := eng.Read(f.Meta, engine.ReadFrom{Kind: engine.FromStart}, engine.ReadOptions{})
+	if bytes.Contains(c.Bytes(), []byte("secret")) {
+		t.Fatalf("stored record holds a credential: %s", c.Bytes())
+	}
+	c.Release()
+}
+
+func TestFetchConcurrentFirstRequestsCallUpstreamOnce(t *testing.T) {
+	eng := testEngine(t, t.TempDir())
+	defer eng.Close()
+	up := newUpstream(t, 5, 5*time.Millisecond)
+	m := testManager(t, eng, nil)
+	req := Request{Key: up.URL + "/x", URL: mustURL(t, up.URL+"/x"), Method: "GET"}
+	var wg sync.WaitGroup
+	ids := make([]string, 8)
+	for i := range ids {
+		wg.Go(func() {
+			f, _, err := m.Start(context.Background(), req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			ids[i] = f.ID
+		})
+	}
+	wg.Wait()
+	for _, id := range ids {
+		if id != ids[0] {
+			t.Fatalf("different fetches for one key: %v", ids)
+		}
+	}
+	if n := up.calls.Load(); n != 1 {
+		t.Fatalf("upstream called %d times", n)
+	}
+}
+
+func TestFetchNon2xxRedirectAndNotAllowed(t *testing.T) {
+	eng := testEngine(t, t.TempDir())
+	defer eng.Close()
+	up := newUpstream(t, 1, 0)
+	m := testManager(t, eng, nil)
+	ctx := context.Background()
+	fail := Request{Key: up.URL + "/fail", URL: mustURL(t, up.URL+"/fail"), Method: "GET"}
+	for range 2 {
+		_, _, err := m.Start(ctx, fail)
+		var ue *UpstreamError
+		if !errors.As(err, &ue) || ue.Status != 503 || string(ue.Body) != "try later" {
+			t.Fatalf("non-2xx: %v", err)
+		}
+	}
+	if n := up.calls.Load(); n != 2 {
+		t.Fatalf("a non-2xx answer was kept: upstream called %d times for two requests", n)
+	}
+	if _, _, err := m.Start(ctx, Request{URL: mustURL(t, up.URL+"/redirect"), Method: "GET"}); !errors.Is(err, ErrRedirect) {
+		t.Fatalf("redirect: %v", err)
+	}
+	if _, _, err := m.Start(ctx, Request{URL: mustURL(t, "http://example.invalid/"), Method: "GET"}); !errors.Is(err, ErrNotAllowed) {
+		t.Fatalf("unlisted URL: %v", err)
+	}
+	if _, _, err := m.Start(ctx, Request{URL: mustURL(t, up.URL+"/"), Method: "CONNECT"}); !errors.Is(err, ErrBadRequest) {
+		t.Fatalf("bad method: %v", err)
+	}
+}
+
+func TestFetchAbortKeepsWhatWasStored(t *testing.T) {
+	eng := testEngine(t, t.TempDir())
+	defer eng.Close()
+	up := newUpstream(t, 1000, 10*time.Millisecond)
+	m := testManager(t, eng, nil)
+	f, _, err := m.Start(context.Background(), Request{URL: mustURL(t, up.URL+"/long"), Method: "GET"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(80 * time.Millisecond)
+	if err := m.Abort(context.Background(), f.ID); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-up.gone:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the upstream request was not cancelled")
+	}
+	end, _ := m.Get(f.ID)
+	body, closed := readBody(t, eng, f)
+	if end.Outcome != Aborted || !closed || len(body) == 0 || !bytes.HasPrefix(wantBody(1000), body) {
+		t.Fatalf("after abort: outcome %q closed %v body %q", end.Outcome, closed, body)
+	}
+	if err := m.Abort(context.Background(), f.ID); err != nil {
+		t.Fatalf("second abort: %v", err)
+	}
+	if err := m.Delete(context.Background(), f.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Get(f.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("after delete: %v", err)
+	}
+}
+
+func TestFetchIdleTimeoutAndTooLarge(t *testing.T) {
+	eng := testEngine(t, t.TempDir())
+	defer eng.Close()
+	stall := newUpstream(t, 10, time.Millisecond)
+	stall.stalled = make(chan struct{})
+	m := testManager(t, eng, func(c *Config) { c.IdleTimeout = 100 * time.Millisecond; c.MaxResponseBytes = 40 })
+	f, _, err := m.Start(context.Background(), Request{URL: mustURL(t, stall.URL+"/s"), Method: "GET"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if end := waitEnd(t, m, f.ID); end.Outcome != IdleTimeout {
+		t.Fatalf("stalled upstream: %q", end.Outcome)
+	}
+	big := newUpstream(t, 50, 0)
+	f, _, err = m.Start(context.Background(), Request{URL: mustURL(t, big.URL+"/b"), Method: "GET"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := waitEnd(t, m, f.ID)
+	body, _ := readBody(t, eng, f)
+	if end.Outcome != TooLarge || len(body) != 40 || !bytes.Equal(body, wantBody(50)[:40]) {
+		t.Fatalf("too large: %q, %d bytes", end.Outcome, len(body))
+	}
+}
+
+// A fetch that a crash interrupted (a start record, no end) is marked
+// Interrupted and its body closed when the manager opens again; one that
+// completed is replayed byte-exact.
+func TestFetchInterruptedByRestart(t *testing.T) {
+	dir := t.TempDir()
+	eng := testEngine(t, dir)
+	up := newUpstream(t, 1000, 10*time.Millisecond)
+	done := newUpstream(t, 3, 0)
+	allow, _ := ParseAllowlist([]string{"http://127.0.0.1:*/**"})
+	m, err := New(eng, Config{Allow: allow})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = m.Start(context.Background(), Request{Key: "k-long", URL: mustURL(t, up.URL+"/l"), Method: "GET"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	short, _, err := m.Start(context.Background(), Request{Key: "k-short", URL: mustURL(t, done.URL+"/s"), Method: "GET"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitEnd(t, m, short.ID)
+	time.Sleep(50 * time.Millisecond)
+	// A crash: the long fetch's record gets no end. (Abandon the manager
+	// without Close, and close the engine: what is stored is what a
+	// SIGKILL leaves, since every append was acknowledged durable.)
+	m.mu.Lock()
+	m.closed = true
+	m.mu.Unlock()
+	eng.Close()
+	eng2 := testEngine(t, dir)
+	defer eng2.Close()
+	m2, err := New(eng2, Config{Allow: allow})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m2.Close()
+	f, err := m2.ByKey("k-long")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, closed := readBody(t, eng2, f)
+	if f.Outcome != Interrupted || !closed || !bytes.HasPrefix(wantBody(1000), body) {
+		t.Fatalf("interrupted fetch: outcome %q closed %v %d bytes", f.Outcome, closed, len(body))
+	}
+	g, err := m2.ByKey("k-short")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body, closed := readBody(t, eng2, g); g.Outcome != Complete || !closed || !bytes.Equal(body, wantBody(3)) {
+		t.Fatalf("completed fetch after restart: %q %v %q", g.Outcome, closed, body)
+	}
+	// The key of the interrupted fetch still names it: a new request joins it
+	// (and sees the interruption) until it is deleted.
+	if j, joined, err := m2.Start(context.Background(), Request{Key: "k-long", URL: mustURL(t, up.URL+"/l"), Method: "GET"}); err != nil || !joined || j.ID != f.ID {
+		t.Fatalf("start after restart: %v %v", err, joined)
+	}
+}
