@@ -42,11 +42,10 @@ type Config struct {
 	// IdleTimeout ends a fetch whose upstream sends nothing for this long
 	// (outcome IdleTimeout). Default 10 min.
 	IdleTimeout time.Duration
-	// BatchBytes and BatchDelay: body bytes are appended once BatchBytes
-	// have accumulated or BatchDelay after the first unwritten byte,
-	// whichever comes first. Defaults 16 KiB and 10 ms.
+	// BatchBytes bounds one append of body bytes: an append takes what
+	// the upstream sent while the previous one was being committed, up to
+	// this. Default 64 KiB.
 	BatchBytes int
-	BatchDelay time.Duration
 	// ErrorBodyBytes truncates the body of a non-2xx answer passed through
 	// to the caller. Default 64 KiB.
 	ErrorBodyBytes int64
@@ -78,10 +77,7 @@ func (c Config) withDefaults() Config {
 		c.IdleTimeout = 10 * time.Minute
 	}
 	if c.BatchBytes == 0 {
-		c.BatchBytes = 16 << 10
-	}
-	if c.BatchDelay == 0 {
-		c.BatchDelay = 10 * time.Millisecond
+		c.BatchBytes = 64 << 10
 	}
 	if c.ErrorBodyBytes == 0 {
 		c.ErrorBodyBytes = 64 << 10

@@ -80,7 +80,7 @@ func testManager(t *testing.T, eng *engine.Engine, mod func(*Config)) *Manager {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{Allow: allow, BatchDelay: 5 * time.Millisecond}
+	cfg := Config{Allow: allow}
 	if mod != nil {
 		mod(&cfg)
 	}

@@ -13,10 +13,13 @@ import (
 // how the fetch ended and closes its streams.
 //
 // A reader goroutine reads the upstream body (every read renews the idle
-// timer) and hands chunks over a small channel; this goroutine batches them
-// into appends: once BatchBytes have accumulated, or BatchDelay after the
-// first byte not yet written, so a token stream is stored (and reaches live
-// readers) within milliseconds without one append per token. Appends never
+// timer) and hands chunks over a small channel. This goroutine appends what
+// is there as soon as it can, and while an append waits for its group
+// commit the reader queues more: the next append takes everything queued
+// (up to BatchBytes), as the engine's group commit takes whatever arrived
+// during the previous sync. So a slow token stream is stored, and reaches
+// live readers, one token at a time within a commit, and a fast upstream
+// is stored in large appends, with no fixed delay anywhere. Appends never
 // wait on readers: readers follow the stream through the engine.
 func (m *Manager) pipe(ctx context.Context, f *Fetch, body io.ReadCloser, ru *run) {
 	defer close(ru.done)
@@ -44,10 +47,7 @@ func (m *Manager) pipe(ctx context.Context, f *Fetch, body io.ReadCloser, ru *ru
 		total    int64
 		stopped  Outcome // set when this side stops the fetch
 		storeErr error
-		timer    = time.NewTimer(time.Hour)
-		armed    bool
 	)
-	timer.Stop()
 	flush := func() {
 		if len(batch) == 0 || storeErr != nil {
 			batch = batch[:0]
@@ -63,9 +63,9 @@ func (m *Manager) pipe(ctx context.Context, f *Fetch, body io.ReadCloser, ru *ru
 		}
 		batch = batch[:0]
 	}
-	for c := range chunksOrTimer(chunks, timer, &armed, flush) {
+	add := func(c []byte) {
 		if stopped != Running {
-			continue // draining: the reader stops once its context is cancelled
+			return // draining: the reader stops once its context is cancelled
 		}
 		if room := m.cfg.MaxResponseBytes - total; int64(len(c)) > room {
 			c = c[:room]
@@ -74,14 +74,23 @@ func (m *Manager) pipe(ctx context.Context, f *Fetch, body io.ReadCloser, ru *ru
 		}
 		total += int64(len(c))
 		batch = append(batch, c...)
-		if len(batch) >= m.cfg.BatchBytes {
-			flush()
-		} else if !armed {
-			timer.Reset(m.cfg.BatchDelay)
-			armed = true
-		}
 	}
-	timer.Stop()
+	for c := range chunks {
+		add(c)
+	more:
+		for len(batch) < m.cfg.BatchBytes {
+			select {
+			case c, ok := <-chunks:
+				if !ok {
+					break more
+				}
+				add(c)
+			default:
+				break more
+			}
+		}
+		flush()
+	}
 	idle.Stop()
 	body.Close()
 	flush()
@@ -131,24 +140,3 @@ var (
 	errTooLarge      = errors.New("the upstream response exceeded the largest stored response")
 	errHeaderTimeout = errors.New("the upstream did not answer with headers in time")
 )
-
-// chunksOrTimer yields the chunks from ch and calls flush whenever the
-// batch timer fires in between; it ends when ch is closed.
-func chunksOrTimer(ch <-chan []byte, timer *time.Timer, armed *bool, flush func()) func(func([]byte) bool) {
-	return func(yield func([]byte) bool) {
-		for {
-			select {
-			case c, ok := <-ch:
-				if !ok {
-					return
-				}
-				if !yield(c) {
-					return
-				}
-			case <-timer.C:
-				*armed = false
-				flush()
-			}
-		}
-	}
-}
