@@ -78,6 +78,7 @@ func (e *Engine) checkpoint() error {
 	if c0 == e.ckptLSN.Load() {
 		return nil
 	}
+	e.store.slab.checkpointBegins()
 	var all []*stream
 	e.streams.Range(func(_ string, s *stream) bool { all = append(all, s); return true })
 	slices.SortFunc(all, func(a, b *stream) int { return cmpU64(a.id, b.id) })
@@ -118,6 +119,9 @@ func (e *Engine) checkpoint() error {
 			}
 		}
 		s.mu.Unlock()
+		if e.ckptSnapshotted != nil {
+			e.ckptSnapshotted(s.path)
+		}
 		if err != nil {
 			return fmt.Errorf("checkpoint: flush index of %q: %w", s.path, classifyIOErr(err))
 		}
@@ -144,6 +148,7 @@ func (e *Engine) checkpoint() error {
 	if err := cw.commit(); err != nil {
 		return fmt.Errorf("checkpoint: %w", classifyIOErr(err))
 	}
+	e.store.slab.checkpointDurable()
 	e.ckptLSN.Store(c0)
 	for _, err := range w.dropBefore(c0) {
 		e.log.Warn("remove commit-log segment a checkpoint covers", "err", err)

@@ -60,7 +60,8 @@ type Engine struct {
 	// a delete can free the stream's slab slots under the reader.
 	// appendLookedUp runs in Append once it is admitted, before its record
 	// is written: the window in which Close can begin.
-	readLookedUp, appendLookedUp func(path string)
+	// ckptSnapshotted runs in a checkpoint after each stream's snapshot.
+	readLookedUp, appendLookedUp, ckptSnapshotted func(path string)
 }
 
 // Open opens (creating if needed) the store in dir and recovers it: the last

@@ -5,9 +5,14 @@ import (
 	"fmt"
 )
 
-// Sentinel errors. Every error the engine returns is one of these, possibly
-// wrapped with %w and context, or a typed error below that unwraps to one.
-// The server maps them to HTTP status codes in a single table.
+// Sentinel errors. A stream operation (Create, Append, Delete, Read, Head,
+// Wait) fails with one of these, possibly wrapped with %w and context, or
+// with a typed error below that unwraps to one, except that an operation
+// whose ctx ends returns ctx.Err(), and a file that cannot be opened, mapped
+// or written for a reason none of these names comes back as the file system
+// reported it. Open and Close return option and file system errors as they
+// are. The server maps the sentinels to HTTP status codes in a single
+// table; any other error is a 500.
 var (
 	// Stream lookup.
 	ErrNotFound = errors.New("stream not found")
@@ -38,6 +43,9 @@ var (
 	// Read.
 	ErrBadOffset     = errors.New("malformed offset")
 	ErrOffsetPastEnd = errors.New("offset is beyond the stream's tail")
+	// ErrNotBoundary: a JSON stream is read (or forked) only at message
+	// boundaries; an offset inside a message would yield invalid JSON.
+	ErrNotBoundary = errors.New("offset is not a message boundary of the JSON stream")
 
 	// Engine state.
 	ErrEngineClosed = errors.New("engine is closed")

@@ -23,6 +23,13 @@ type ReadOptions struct {
 	// (they stay in the page cache), so a reader of a large range does
 	// not grow the resident set by every byte it sends.
 	OnePass bool
+	// Continues, if not zero, is the StreamID of an earlier Chunk whose
+	// Next or Tail this read starts at. Such an offset is a message
+	// boundary of that stream, so a read of the same stream skips the
+	// check that a JSON read starts at one (ErrNotBoundary), which costs a
+	// scan of up to a few KiB: long-poll and SSE readers woken by an
+	// append set it.
+	Continues uint64
 }
 
 // Chunk is the result of a read: zero-copy views of stored bytes. The views
@@ -128,7 +135,9 @@ func (e *Engine) Head(path string) (StreamInfo, error) {
 const defaultReadMax = 1 << 20
 
 // Read returns the stream's bytes from `from`: at most MaxBytes of them,
-// only durable ones. It counts as an access for the sliding TTL.
+// only durable ones. It counts as an access for the sliding TTL. A JSON
+// stream is read from message boundaries only: an offset inside a message
+// is ErrNotBoundary.
 func (e *Engine) Read(path string, from ReadFrom, o ReadOptions) (*Chunk, error) {
 	if err := e.enter(); err != nil {
 		return nil, err
@@ -157,6 +166,11 @@ func (e *Engine) Read(path string, from ReadFrom, o ReadOptions) (*Chunk, error)
 	}
 	if start > end || end > tail {
 		return nil, ErrOffsetPastEnd
+	}
+	if s.meta.json && from.Kind == FromOffset && o.Continues != s.id {
+		if err := e.checkBoundary(s, start, tail); err != nil {
+			return nil, err
+		}
 	}
 	c := &Chunk{StreamID: s.id, Start: start, Tail: tail, TailClosed: closed,
 		ContentType: s.meta.contentType, JSON: s.meta.json, onePass: o.OnePass}
@@ -210,6 +224,65 @@ func (e *Engine) cut(s *stream, start, limit, tail Offset) (Offset, error) {
 		return tail, nil // cannot happen for well-formed data: return all
 	}
 	return Offset(end), nil
+}
+
+// checkBoundary returns ErrNotBoundary unless off, at most tail, is where a
+// message of JSON stream s starts (or its tail): a read from anywhere else
+// would answer invalid JSON. The sparse index knows some boundaries (segment
+// starts, and append ends about every IndexEvery bytes); from the last one
+// at or below off, in the layer of the fork chain that holds off, the
+// messages are walked with JSONMessageEnd up to off. The work is bounded by
+// the index spacing plus one append; appends never span segments, so
+// neither do messages, and a walk that reaches off exactly ends a message.
+func (e *Engine) checkBoundary(s *stream, off, tail Offset) error {
+	if off == 0 || off >= tail {
+		return nil
+	}
+	l := owner(s, off)
+	if l.meta.source != nil && off == l.meta.forkOffset {
+		return nil // a fork point; forks of JSON streams start at boundaries
+	}
+	l.mu.Lock()
+	d := l.data
+	if l.state == stDeleted {
+		l.mu.Unlock()
+		return ErrNotFound // deleted since the lookup (see collectSegment)
+	}
+	if d == nil {
+		l.mu.Unlock()
+		return ErrCorrupt // off is below the tail, so l holds data there
+	}
+	if err := e.ensureIndex(l); err != nil {
+		l.mu.Unlock()
+		return err
+	}
+	en, ok := d.idx.Floor(uint64(off))
+	l.mu.Unlock()
+	if !ok {
+		return ErrCorrupt
+	}
+	for pos := Offset(en.Off); pos < off; {
+		v, err := e.collectSegment(l, pos, off)
+		if err != nil {
+			return err
+		}
+		b := v.B
+		if len(b) == 0 {
+			v.Release()
+			return ErrCorrupt
+		}
+		for len(b) > 0 {
+			n := JSONMessageEnd(b)
+			if n < 0 {
+				v.Release()
+				return ErrNotBoundary
+			}
+			b = b[n:]
+		}
+		pos += Offset(len(v.B))
+		v.Release()
+	}
+	return nil
 }
 
 // owner returns the stream in s's fork chain that stores offset off.

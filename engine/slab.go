@@ -47,6 +47,13 @@ type slab struct {
 	hint    int             // word of used to search from
 	pins    map[int64]int32 // windows alive per slot
 	pending map[int64]bool  // freed while pinned: free when the last window goes
+	// Slots of deleted streams wait for a checkpoint before reuse: one that
+	// began before the delete may list the deleted stream with its slot,
+	// and a new stream given the slot meanwhile would be listed with it too
+	// (recovery refuses a slot used twice). deleted: freed since the last
+	// checkpoint began; settling: freed before the running one began,
+	// released once it is durable.
+	deleted, settling []int64
 	// repaired: files openSlab made whole, and how many bytes they held
 	// before. The checkpoint must name no slot past those (claim).
 	repaired map[int]int64
@@ -245,10 +252,47 @@ func (sb *slab) claim(slot int64) error {
 	return nil
 }
 
-// free returns a slot, at once or when its last window goes.
+// freeDeleted returns a deleted stream's slot once a checkpoint that began
+// after the delete is durable (and its last window is gone).
+func (sb *slab) freeDeleted(slot int64) {
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	sb.deleted = append(sb.deleted, slot)
+}
+
+// checkpointBegins: slots deleted so far are released when it is durable.
+func (sb *slab) checkpointBegins() {
+	if sb == nil {
+		return
+	}
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	sb.settling = append(sb.settling, sb.deleted...)
+	sb.deleted = nil
+}
+
+// checkpointDurable releases the slots deleted before it began.
+func (sb *slab) checkpointDurable() {
+	if sb == nil {
+		return
+	}
+	sb.mu.Lock()
+	defer sb.mu.Unlock()
+	for _, slot := range sb.settling {
+		sb.freeLocked(slot)
+	}
+	sb.settling = nil
+}
+
+// free returns a slot that no checkpoint lists (a segment made for a write
+// that failed), at once or when its last window goes.
 func (sb *slab) free(slot int64) {
 	sb.mu.Lock()
 	defer sb.mu.Unlock()
+	sb.freeLocked(slot)
+}
+
+func (sb *slab) freeLocked(slot int64) {
 	if sb.pins[slot] > 0 {
 		sb.pending[slot] = true
 		return

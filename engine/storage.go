@@ -241,7 +241,7 @@ func (st *storage) discard(ds *dataSeg) {
 }
 
 // removeFiles deletes a stream's segment and index files and frees its
-// slab slot. Files it does not know of (a segment created for an append
+// slab slot (for reuse after the next checkpoint: slab.freeDeleted). Files it does not know of (a segment created for an append
 // that never committed) are left to the orphan sweep at the next Open.
 func (st *storage) removeFiles(id uint64, segs []*dataSeg) error {
 	if st.memory() {
@@ -250,7 +250,7 @@ func (st *storage) removeFiles(id uint64, segs []*dataSeg) error {
 	var errs []error
 	for _, ds := range segs {
 		if slot, ok := ds.inSlab(); ok {
-			st.slab.free(slot)
+			st.slab.freeDeleted(slot)
 			continue
 		}
 		if err := os.Remove(st.segPath(id, ds.base)); err != nil && !errors.Is(err, fs.ErrNotExist) {

@@ -70,6 +70,9 @@ func (e *Engine) Create(ctx context.Context, path string, o CreateOptions) (Stre
 	if o.HasTTL && !o.ExpiresAt.IsZero() {
 		return StreamInfo{}, false, fmt.Errorf("%w: TTL and expiry are exclusive", ErrBadTTL)
 	}
+	if err := checkExpiry(&o); err != nil {
+		return StreamInfo{}, false, err
+	}
 	if o.ForkFrom == "" && (o.ForkOffset != nil || o.ForkSubOffset != 0) {
 		return StreamInfo{}, false, fmt.Errorf("%w: fork offset without a fork source", ErrForkOffset)
 	}
@@ -250,7 +253,7 @@ func (e *Engine) createNew(ctx context.Context, path string, o *CreateOptions) (
 	}
 	if err != nil {
 		s.setState(stDeleted)
-		e.streams.Compute(path, func(old *stream, loaded bool) (*stream, bool) { return old, loaded && old == s })
+		e.streams.Compute(path, dropIfSame(s))
 		if written {
 			e.storedBytes.Add(-int64(len(data)))
 		}
@@ -322,6 +325,11 @@ func (e *Engine) resolveFork(s, src *stream, o *CreateOptions) error {
 	}
 	if anchor > tail {
 		return ErrForkOffset
+	}
+	if sm.json && anchor != tail {
+		if err := e.checkBoundary(src, anchor, tail); err != nil {
+			return fmt.Errorf("fork offset: %w", err)
+		}
 	}
 	m.reqSub = o.ForkSubOffset
 	fork := anchor
@@ -804,11 +812,19 @@ func (e *Engine) deleteStream(ctx context.Context, s *stream, expired bool) erro
 	return nil
 }
 
+// dropIfSame is a Compute function that deletes the table's entry if it is
+// s and leaves any other entry alone. With no entry it stores nothing: a
+// function returning (nil, false) there would store a nil stream (which
+// recovery's remove of a soft-deleted source, never in the table, did).
+func dropIfSame(s *stream) func(old *stream, loaded bool) (*stream, bool) {
+	return func(old *stream, loaded bool) (*stream, bool) { return old, !loaded || old == s }
+}
+
 // remove drops a hard-deleted stream from the table and its files, and
 // releases its fork source, cascading up soft-deleted sources.
 func (e *Engine) remove(s *stream) {
 	for s != nil {
-		e.streams.Compute(s.path, func(old *stream, loaded bool) (*stream, bool) { return old, loaded && old == s })
+		e.streams.Compute(s.path, dropIfSame(s))
 		e.nStreams.Add(-1)
 		s.mu.Lock()
 		var segs []*dataSeg
