@@ -7,6 +7,7 @@ require (
 	github.com/bytedance/sonic v1.15.5
 	github.com/edsrzf/mmap-go v1.2.0
 	github.com/google/uuid v1.6.0
+	github.com/hanwen/go-fuse/v2 v2.12.1
 	github.com/klauspost/compress v1.20.3
 	github.com/puzpuzpuz/xsync/v3 v3.5.1
 	golang.org/x/sys v0.49.0

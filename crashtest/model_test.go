@@ -199,6 +199,7 @@ type stats struct {
 	closedProbes, rejectedClosed    int // appends to closed streams: probes after restart / during load
 	deletedChecks                   int
 	observations                    int // reads during load later checked against the recovered data
+	lost, duplicated                int // acknowledged requests and streams found missing (each once); requests stored twice
 	opsSent                         map[string]int
 	acked                           map[string]int
 }
@@ -216,6 +217,8 @@ type model struct {
 	failMu   sync.Mutex
 	failures []string
 	onFail   func(string)
+
+	lostSeen map[any]bool // requests and streams counted in st.lost
 }
 
 func newModel() *model {
@@ -241,6 +244,18 @@ func (m *model) nFailures() int {
 	m.failMu.Lock()
 	defer m.failMu.Unlock()
 	return len(m.failures)
+}
+
+// noteLost counts an acknowledged request or stream found missing, once
+// however many checks find it. Called with mu held.
+func (m *model) noteLost(x any) {
+	if m.lostSeen == nil {
+		m.lostSeen = map[any]bool{}
+	}
+	if !m.lostSeen[x] {
+		m.lostSeen[x] = true
+		m.st.lost++
+	}
 }
 
 // newStream adds a stream whose create is about to be sent. Called with mu held.

@@ -35,6 +35,12 @@ func repoRoot() (string, error) {
 
 // buildServer builds ./cmd/durastream into dir (with -race if asked).
 func buildServer(dir string, race bool) (string, error) {
+	return buildServerTags(dir, race, "")
+}
+
+// buildServerTags is buildServer with build tags (comma-separated), e.g.
+// durastream_unsafe_nowalsync for the power-loss torture's negative control.
+func buildServerTags(dir string, race bool, tags string) (string, error) {
 	root, err := repoRoot()
 	if err != nil {
 		return "", err
@@ -43,6 +49,9 @@ func buildServer(dir string, race bool) (string, error) {
 	args := []string{"build", "-o", bin}
 	if race {
 		args = append(args, "-race")
+	}
+	if tags != "" {
+		args = append(args, "-tags", tags)
 	}
 	args = append(args, "./cmd/durastream")
 	cmd := exec.Command("go", args...)
@@ -141,12 +150,14 @@ func serverEnv() []string {
 }
 
 // startServer starts the server on dataDir and waits until it reports its
-// address and /health answers 200, at most recoveryLimit in all.
-func startServer(bin, dataDir string) (*serverProc, time.Duration, error) {
+// address and /health answers 200, at most recoveryLimit in all. extra are
+// more serve flags.
+func startServer(bin, dataDir string, extra ...string) (*serverProc, time.Duration, error) {
 	start := time.Now()
 	logs := &logSink{addr: make(chan string, 1)}
-	cmd := exec.Command(bin, "serve", "--durability", "sync", "--data-dir", dataDir,
-		"--addr", "127.0.0.1:0", "--log-format", "json", "--long-poll-timeout", "500ms")
+	args := append([]string{"serve", "--durability", "sync", "--data-dir", dataDir,
+		"--addr", "127.0.0.1:0", "--log-format", "json", "--long-poll-timeout", "500ms"}, extra...)
+	cmd := exec.Command(bin, args...)
 	cmd.Env = serverEnv()
 	cmd.Stderr = logs
 	cmd.Stdout = logs

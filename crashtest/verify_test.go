@@ -196,6 +196,7 @@ func (v *verifier) heads() {
 			case s.deleted == triMaybe || s.delTried:
 				s.deleted, s.delRound = triYes, v.round // the delete was durable
 			default:
+				v.m.noteLost(s)
 				v.fail("stream %s: LOST: HEAD %d after restart, but it was created (%s) and never deleted", s, res.status, v.createdHow(s))
 			}
 		default:
@@ -356,6 +357,7 @@ func (v *verifier) checkData(s *stream, b []byte) {
 	}
 	for q, os := range seen {
 		if len(os) > 1 {
+			v.m.st.duplicated++
 			v.fail("stream %s: DUPLICATE: %s appears %d times, at %v", s, m.reqs[q], len(os), os)
 		}
 	}
@@ -372,6 +374,7 @@ func (v *verifier) checkData(s *stream, b []byte) {
 			}
 			m.st.verifyChecks++
 			if len(seen[r.id]) == 0 {
+				v.m.noteLost(r)
 				v.fail("stream %s: LOST: acknowledged %s is not in the stream (%d bytes) after the restart", s, r, len(b))
 				continue
 			}
@@ -448,6 +451,7 @@ func (v *verifier) resolveInflight() {
 		switch out {
 		case "new":
 			if len(os) > 0 {
+				v.m.st.duplicated++
 				v.fail("stream %s: DUPLICATE: %s was durable (found at [%d,%d) after the restart), but its retry was appended again: %s",
 					s, was, os[0].start, os[0].end, res)
 			}
@@ -461,6 +465,7 @@ func (v *verifier) resolveInflight() {
 			case r.unsent:
 				v.fail("stream %s: %s was refused at connect, but its retry was answered 204 duplicate", s, was)
 			case len(os) != 1:
+				v.m.noteLost(r)
 				v.fail("stream %s: LOST: the retry of %s was answered 204 (duplicate: already stored), but the recovered stream holds it %d times", s, was, len(os))
 			default:
 				r.status, r.start, r.end = rsAcked, os[0].start, os[0].end
