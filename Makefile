@@ -2,8 +2,10 @@
 #
 #   make test         vet + unit tests (race) + conformance suite (sync, then memory)
 #                     + interop suites with the official clients
-#   make interop      interop/ts (@durable-streams/client 0.2.7) and interop/go
-#                     (client-go v0.1.0) against a real durastream serve
+#   make interop      interop/ts (@durable-streams/client 0.2.7), interop/go
+#                     (client-go v0.1.0), interop/durablefetch (durablefetch
+#                     0.1.0) and interop/browser (headless Chromium) against a
+#                     real durastream serve
 #   make vet          go vet ./...
 #   make unit         go test -race -count=1 ./...
 #   make conformance  conformance/run.sh with --durability sync, then memory
@@ -29,7 +31,7 @@ BENCH     ?= .
 FUZZTIME  ?= 30s
 ARGS      ?=
 
-.PHONY: test deps vet unit conformance conformance-sync conformance-memory interop interop-ts interop-go \
+.PHONY: test deps vet unit conformance conformance-sync conformance-memory interop interop-ts interop-go interop-durablefetch interop-browser \
         build run bench fuzz clean
 
 test: deps vet unit conformance interop
@@ -54,13 +56,19 @@ conformance: deps
 	awk '{p+=$$1; f+=$$2; s+=$$3} END {printf "conformance-total: %d passed, %d failed, %d skipped\n", p, f, s}' "$$summary"; \
 	exit $$rc
 
-interop: interop-ts interop-go
+interop: interop-ts interop-go interop-durablefetch interop-browser
 
 interop-ts: deps
 	bash interop/ts/run.sh sync
 
 interop-go: deps
 	bash interop/go/run.sh
+
+interop-durablefetch: deps
+	bash interop/durablefetch/run.sh sync
+
+interop-browser: deps
+	bash interop/browser/run.sh
 
 conformance-sync: deps
 	bash conformance/run.sh "" sync

@@ -6,6 +6,9 @@
 // collection the tuner sets the percent so the next one waits until the heap
 // holds at least a floor of bytes, and never lower than the configured
 // percent.
+//
+// It also finds the memory the process may use (cgroup limit or MemTotal)
+// for a default soft memory limit (memlimit.go).
 package gctune
 
 import (

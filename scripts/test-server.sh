@@ -3,7 +3,9 @@
 # started, health-checked, stopped, and its log shown when something failed.
 #
 # The sourcing script sets `durability` and `log_tag`, and `tmp` (a
-# temporary directory, removed on exit) before it calls start_server.
+# temporary directory, removed on exit) before it calls start_server; for a
+# server started with --tls-cert, also server_scheme=https and
+# health_curl_args="--cacert CA.pem" for the health check.
 # cleanup is installed as the EXIT trap.
 
 tmp=""
@@ -84,7 +86,8 @@ start_server() {
     >>"$tmp/server.log" 2>&1 </dev/null &
   server_pid=$!
   local deadline=$((SECONDS + 20))
-  until curl -fsS -o /dev/null --max-time 2 "http://127.0.0.1:$server_port/health" 2>/dev/null; do
+  # shellcheck disable=SC2086 # health_curl_args: extra curl words, e.g. --cacert FILE
+  until curl -fsS -o /dev/null --max-time 2 ${health_curl_args:-} "${server_scheme:-http}://127.0.0.1:$server_port/health" 2>/dev/null; do
     if ! kill -0 "$server_pid" 2>/dev/null; then
       log "server exited before becoming healthy"
       print_server_log 200

@@ -6,11 +6,14 @@ package server
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math"
 	"strings"
 	"time"
+
+	"github.com/durastream/durastream/fetch"
 )
 
 // Config configures a Server. Zero fields take the defaults beside them.
@@ -69,6 +72,55 @@ type Config struct {
 	// TrustForwardedFor identifies clients by the last X-Forwarded-For
 	// address (the one the trusted proxy appended) instead of the TCP peer.
 	TrustForwardedFor bool
+	// BodyReadTimeout and BodyMinRate bound how slowly a request body may
+	// arrive (bodytimeout.go): it must be complete BodyReadTimeout after the
+	// request's headers, plus one second for every BodyMinRate bytes
+	// received; a slower one is answered 408 and logged. Defaults 30 s and
+	// 8 KiB/s; a negative BodyReadTimeout turns the limit off, a negative
+	// BodyMinRate makes the deadline fixed.
+	BodyReadTimeout time.Duration
+	BodyMinRate     int64
+	// MaxInflightBodyBytes bounds the memory held by request bodies in
+	// flight, all requests together: body buffers as they grow and the
+	// windows of their gzip/zstd decoders (body.go). A request whose body
+	// would take more is refused with 503 and Retry-After. Default
+	// 256 MiB, or MinInflightBodyBytes(MaxAppendBytes) (what one largest
+	// compressed body needs) when that is more; a positive value below it
+	// is invalid; negative: no cap.
+	MaxInflightBodyBytes int64
+	// AfterBodyBurst, if set, is called (in its own goroutine, at most once
+	// per 10 s) when the request bodies in flight fall back to none after
+	// holding at least 64 MiB together, e.g. to hand that memory back to
+	// the operating system (cmd/durastream calls debug.FreeOSMemory).
+	AfterBodyBurst func()
+
+	// Proxy turns on the Durable Streams proxy protocol under /v1/proxy
+	// (proxy.go) when Proxy.Manager is set.
+	Proxy ProxyConfig
+}
+
+// ProxyConfig configures the proxy protocol front door (proxy.go,
+// presign.go). Zero fields take the defaults beside them.
+type ProxyConfig struct {
+	// Manager runs the upstream fetches (shared with the durablefetch
+	// front door). nil: the proxy protocol is off (/v1/proxy is then an
+	// ordinary 404).
+	Manager *fetch.Manager
+	// Secret is the service secret (?secret= or Authorization: Bearer)
+	// and the root of the key that signs pre-signed URLs (presign.go).
+	// Required with Manager; at least 16 bytes.
+	Secret string
+	// URLTTL is how long a pre-signed URL is valid. Default 24 h.
+	URLTTL time.Duration
+	// MaxRequestBytes bounds a create request's body, forwarded upstream
+	// as sent; larger is 413. Default 10 MiB.
+	MaxRequestBytes int64
+	// BaseURL is the public URL of /v1/proxy used in Location headers,
+	// e.g. https://api.example.com/v1/proxy behind a reverse proxy.
+	// Default: the request's scheme and Host + /v1/proxy.
+	BaseURL string
+	// Now is the clock for URL expiry. Default time.Now.
+	Now func() time.Time
 }
 
 func (c Config) withDefaults() Config {
@@ -114,6 +166,24 @@ func (c Config) withDefaults() Config {
 	if c.RateLimitClients == 0 {
 		c.RateLimitClients = 100000
 	}
+	if c.BodyReadTimeout == 0 {
+		c.BodyReadTimeout = 30 * time.Second
+	}
+	if c.BodyMinRate == 0 {
+		c.BodyMinRate = 8 << 10
+	}
+	if c.MaxInflightBodyBytes == 0 {
+		c.MaxInflightBodyBytes = max(256<<20, MinInflightBodyBytes(c.MaxAppendBytes))
+	}
+	if c.Proxy.URLTTL == 0 {
+		c.Proxy.URLTTL = 24 * time.Hour
+	}
+	if c.Proxy.MaxRequestBytes == 0 {
+		c.Proxy.MaxRequestBytes = 10 << 20
+	}
+	if c.Proxy.Now == nil {
+		c.Proxy.Now = time.Now
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -130,6 +200,9 @@ func (c Config) Validate() error {
 	if c.MaxAppendBytes < 0 || c.MaxReadBytes < 0 || c.LiveChunkBytes < 0 {
 		errs = append(errs, errors.New("byte limits must not be negative"))
 	}
+	if m := MinInflightBodyBytes(c.MaxAppendBytes); c.MaxInflightBodyBytes > 0 && c.MaxInflightBodyBytes < m {
+		errs = append(errs, fmt.Errorf("the in-flight body budget (%d bytes) must hold one largest compressed body: at least %d bytes", c.MaxInflightBodyBytes, m))
+	}
 	if c.MaxPathBytes < 0 || c.RateBurst < 0 || c.RateLimitClients < 0 {
 		errs = append(errs, errors.New("path, burst and client limits must not be negative"))
 	}
@@ -138,6 +211,19 @@ func (c Config) Validate() error {
 	}
 	if strings.Contains(c.Prefix, "__ds") {
 		errs = append(errs, errors.New("the stream prefix must not contain the reserved __ds segment"))
+	}
+	if p := c.Proxy; p.Manager != nil {
+		switch {
+		case len(p.Secret) < 16:
+			errs = append(errs, errors.New("the proxy protocol needs a secret of at least 16 bytes"))
+		case p.URLTTL < 0 || p.MaxRequestBytes < 0:
+			errs = append(errs, errors.New("the proxy URL lifetime and request size limit must not be negative"))
+		case p.BaseURL != "" && !absoluteHTTPURL(p.BaseURL):
+			errs = append(errs, fmt.Errorf("the proxy base URL %q must be an absolute http or https URL", p.BaseURL))
+		case c.MaxInflightBodyBytes > 0 && p.MaxRequestBytes > c.MaxInflightBodyBytes:
+			errs = append(errs, fmt.Errorf("the proxy request size limit (%d bytes) exceeds the in-flight body budget (%d bytes)",
+				p.MaxRequestBytes, c.MaxInflightBodyBytes))
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -36,6 +36,7 @@ var statusOf = []struct {
 	{engine.ErrInvalidProducer, http.StatusBadRequest},
 	{engine.ErrBadOffset, http.StatusBadRequest},
 	{engine.ErrOffsetPastEnd, http.StatusBadRequest},
+	{engine.ErrNotBoundary, http.StatusBadRequest},
 	{engine.ErrNoSpace, http.StatusInsufficientStorage},
 	{engine.ErrFailed, http.StatusServiceUnavailable},
 	{engine.ErrEngineClosed, http.StatusServiceUnavailable},
@@ -67,6 +68,15 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		}
 	}
 	h := w.Header()
+	if late, got := bodyTimedOut(r); late {
+		// Whatever the handler made of the failed read: the client was too slow.
+		status, err = http.StatusRequestTimeout, errors.New("request body arrived too slowly")
+		if r.ProtoMajor == 1 { // (a connection header is malformed in HTTP/2)
+			h.Set("Connection", "close")
+		}
+		s.log.Warn("request body too slow: 408", "method", r.Method, "path", r.URL.Path,
+			"remote", r.RemoteAddr, "received_bytes", got, "content_length", r.ContentLength)
+	}
 	var ce *engine.ClosedError
 	var se *engine.StaleEpochError
 	var ge *engine.SeqGapError
@@ -83,7 +93,8 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	if status == http.StatusServiceUnavailable {
 		h.Set("Retry-After", "1")
 	}
-	if status >= 500 && !errors.Is(err, context.Canceled) {
+	var busy *errBodyBudget // expected under load, answered with Retry-After: not logged
+	if status >= 500 && !errors.Is(err, context.Canceled) && !errors.As(err, &busy) {
 		s.log.Error("request failed", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
 	}
 	h.Del("Content-Length")
@@ -96,6 +107,65 @@ func (s *Server) writeError(w http.ResponseWriter, r *http.Request, err error) {
 		if status == http.StatusInternalServerError {
 			msg = "internal error"
 		}
-		w.Write([]byte(msg + "\n"))
+		w.Write([]byte(printable(msg, maxMessage) + "\n"))
 	}
+}
+
+// Error messages are short, one line of printable ASCII. Whatever of the
+// client's input they quote is cut to maxQuoted bytes (quoteInput); the
+// whole message to maxMessage, in case a message quotes more.
+const (
+	maxQuoted  = 64
+	maxMessage = 512
+)
+
+// quoteInput quotes a value the client sent, for an error message: at most
+// maxQuoted bytes of it, in double quotes, bytes outside printable ASCII
+// (and '"' and '\') as '?', and "..." after the quote when it was cut.
+func quoteInput(v string) string {
+	cut := len(v) > maxQuoted
+	if cut {
+		v = v[:maxQuoted]
+	}
+	b := make([]byte, 0, len(v)+5)
+	b = append(b, '"')
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c < 0x20 || c > 0x7e || c == '"' || c == '\\' {
+			c = '?'
+		}
+		b = append(b, c)
+	}
+	b = append(b, '"')
+	if cut {
+		b = append(b, "..."...)
+	}
+	return string(b)
+}
+
+// errText is the text of an error from reading a request body, for a
+// message: net/http's and the decoders' errors may quote what the client
+// sent (a malformed trailer line, say), so it is cut short.
+func errText(err error) string { return printable(err.Error(), maxQuoted+32) }
+
+// printable returns msg with bytes outside printable ASCII as '?', cut to
+// max bytes (with "...").
+func printable(msg string, max int) string {
+	ok := len(msg) <= max
+	for i := 0; ok && i < len(msg); i++ {
+		ok = msg[i] >= 0x20 && msg[i] <= 0x7e
+	}
+	if ok {
+		return msg
+	}
+	if len(msg) > max {
+		msg = msg[:max-3] + "..."
+	}
+	b := []byte(msg)
+	for i, c := range b {
+		if c < 0x20 || c > 0x7e {
+			b[i] = '?'
+		}
+	}
+	return string(b)
 }

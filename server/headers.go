@@ -88,33 +88,6 @@ func parseProducer(r *http.Request) (*engine.Producer, error) {
 	return &engine.Producer{ID: id, Epoch: epoch, Seq: seq}, nil
 }
 
-// parseExpiry reads Stream-TTL and Stream-Expires-At.
-func parseExpiry(r *http.Request, o *engine.CreateOptions) error {
-	ttl, hasTTL := header(r, hTTL)
-	exp, hasExp := header(r, hExpiresAt)
-	if hasTTL && hasExp {
-		return badRequest("Stream-TTL and Stream-Expires-At are exclusive")
-	}
-	if hasTTL {
-		v, ok := parseDecimal(ttl, 1<<40)
-		if !ok {
-			return badRequest("Stream-TTL must be a non-negative integer number of seconds")
-		}
-		o.TTL, o.HasTTL = v, true
-	}
-	if hasExp {
-		t, err := time.Parse(time.RFC3339Nano, strings.TrimSpace(exp))
-		if err != nil {
-			return badRequest("Stream-Expires-At must be an RFC 3339 timestamp")
-		}
-		if !t.After(time.Now()) {
-			return badRequest("Stream-Expires-At is in the past")
-		}
-		o.ExpiresAt = t
-	}
-	return nil
-}
-
 // cursor returns the Stream-Cursor for a live response (protocol 10.1): the
 // current interval number, or, when the client's cursor is not behind it, a
 // value past the client's by a random 1..3600 s of intervals, so cursors

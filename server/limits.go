@@ -260,3 +260,70 @@ func addrKey(a netip.Addr) string {
 	}
 	return a.String()
 }
+
+// byteBudget counts the bytes held by requests in flight (request bodies
+// being read, inflated and handed to the engine: body.go) against one
+// server-wide cap. A charge that does not fit is refused, never waited for.
+// When the bytes in flight fall back to zero after a burst that held at
+// least burstBytes, onBurstEnd runs (in its own goroutine, at most once per
+// burstEvery) so the embedding program can hand the memory back to the OS.
+type byteBudget struct {
+	max        int64 // <= 0: no cap (still counted)
+	used       atomic.Int64
+	high       atomic.Int64 // most used since the last time used was zero
+	onBurstEnd func()
+
+	burstPending atomic.Bool
+	lastBurstEnd atomic.Int64 // unix nanoseconds
+}
+
+const (
+	burstBytes = 64 << 20
+	burstEvery = 10 * time.Second
+)
+
+func newByteBudget(limit int64, onBurstEnd func()) *byteBudget {
+	return &byteBudget{max: limit, onBurstEnd: onBurstEnd}
+}
+
+// tryAcquire charges n bytes if they fit under the cap.
+func (b *byteBudget) tryAcquire(n int64) bool {
+	if n <= 0 {
+		return true
+	}
+	for {
+		u := b.used.Load()
+		if b.max > 0 && u+n > b.max {
+			return false
+		}
+		if b.used.CompareAndSwap(u, u+n) {
+			u += n
+			for h := b.high.Load(); u > h && !b.high.CompareAndSwap(h, u); h = b.high.Load() {
+			}
+			return true
+		}
+	}
+}
+
+// release gives back n bytes charged by tryAcquire.
+func (b *byteBudget) release(n int64) {
+	if n <= 0 {
+		return
+	}
+	if b.used.Add(-n) != 0 || b.onBurstEnd == nil || b.high.Load() < burstBytes {
+		return
+	}
+	if b.high.Swap(0) >= burstBytes && b.burstPending.CompareAndSwap(false, true) {
+		go func() {
+			if wait := time.Duration(b.lastBurstEnd.Load() + int64(burstEvery) - time.Now().UnixNano()); wait > 0 {
+				time.Sleep(wait)
+			}
+			b.lastBurstEnd.Store(time.Now().UnixNano())
+			b.burstPending.Store(false)
+			b.onBurstEnd()
+		}()
+	}
+}
+
+// inUse is the number of bytes charged now.
+func (b *byteBudget) inUse() int64 { return b.used.Load() }

@@ -62,6 +62,12 @@ func (s *Server) readLive(name string, from engine.ReadFrom) (*engine.Chunk, err
 	return s.eng.Read(name, from, engine.ReadOptions{MaxBytes: s.cfg.LiveChunkBytes})
 }
 
+// readLiveNext is readLive at the Next of an earlier chunk of stream
+// incarnation id: the engine need not check that it is a message boundary.
+func (s *Server) readLiveNext(name string, next engine.Offset, id uint64) (*engine.Chunk, error) {
+	return s.eng.Read(name, engine.At(next), engine.ReadOptions{MaxBytes: s.cfg.LiveChunkBytes, Continues: id})
+}
+
 // A whole catch-up response is read in pages: the first small, so its
 // first byte leaves soon, the rest larger (fewer engine reads and pins).
 const (
@@ -206,9 +212,6 @@ func (s *Server) writeChunk(w http.ResponseWriter, r *http.Request, c *engine.Ch
 	// Uncompressed: the stored bytes go from the mapping to the socket.
 	h.Set("Content-Length", strconv.FormatInt(c.Len(), 10))
 	w.WriteHeader(http.StatusOK)
-	if r.Method == http.MethodHead {
-		return
-	}
 	for _, b := range c.Buffers() {
 		if _, err := w.Write(b); err != nil {
 			return
@@ -233,7 +236,7 @@ func (s *Server) writeWhole(w http.ResponseWriter, r *http.Request, name string,
 		m.bodyLen++ // '[' + messages + ']', the last stored comma dropped
 	}
 	coding, ok := s.readHeaders(w, r, m, false)
-	if !ok || r.Method == http.MethodHead {
+	if !ok {
 		c.Release()
 		return
 	}
@@ -279,7 +282,8 @@ func (s *Server) writeWhole(w http.ResponseWriter, r *http.Request, name string,
 			break
 		}
 		var err error
-		c, err = s.eng.Read(name, engine.At(next), engine.ReadOptions{MaxBytes: wholePageBytes, End: end, OnePass: true})
+		c, err = s.eng.Read(name, engine.At(next), engine.ReadOptions{MaxBytes: wholePageBytes, End: end, OnePass: true,
+			Continues: m.id})
 		if err == nil && c.StreamID != m.id {
 			c.Release()
 			err = engine.ErrNotFound
@@ -406,7 +410,7 @@ func (s *Server) longPoll(w http.ResponseWriter, r *http.Request, name string, f
 		s.writeChunk(w, r, c, true)
 		return
 	}
-	tail := c.Next
+	tail, id := c.Next, c.StreamID
 	c.Release()
 	if !c.Closed {
 		s.readers.Add(1)
@@ -418,7 +422,7 @@ func (s *Server) longPoll(w http.ResponseWriter, r *http.Request, name string, f
 		s.readers.Add(-1)
 		switch {
 		case err == nil:
-			if c, err = s.readLive(name, engine.At(tail)); err != nil {
+			if c, err = s.readLiveNext(name, tail, id); err != nil {
 				s.writeError(w, r, err)
 				return
 			}
@@ -431,7 +435,7 @@ func (s *Server) longPoll(w http.ResponseWriter, r *http.Request, name string, f
 			if r.Context().Err() != nil {
 				return // client went away
 			}
-			if c, err = s.readLive(name, engine.At(tail)); err != nil {
+			if c, err = s.readLiveNext(name, tail, id); err != nil {
 				s.writeError(w, r, err)
 				return
 			}

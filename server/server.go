@@ -1,22 +1,16 @@
 package server
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/bits"
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"sync/atomic"
 
 	"github.com/durastream/durastream/engine"
-	"github.com/klauspost/compress/gzip"
-	"github.com/klauspost/compress/zstd"
 )
 
 // Server is the HTTP handler for one engine.
@@ -32,6 +26,8 @@ type Server struct {
 	readers atomic.Int64 // live long-poll and SSE readers
 	live    atomic.Int64 // live reads admitted under MaxLiveReaders (limits.go)
 	limiter *rateLimiter // nil without RateLimit
+	bodies  *byteBudget  // request bodies in flight (body.go)
+	proxy   *proxyDoor   // the proxy protocol (proxy.go); nil when off
 }
 
 // New returns a handler serving eng.
@@ -42,7 +38,8 @@ func New(eng *engine.Engine, cfg Config) (*Server, error) {
 	cfg = cfg.withDefaults()
 	life, end := context.WithCancel(context.Background())
 	return &Server{eng: eng, cfg: cfg, log: cfg.Logger, metrics: newMetrics(), life: life, endLife: end,
-		limiter: newRateLimiter(cfg)}, nil
+		limiter: newRateLimiter(cfg), bodies: newByteBudget(cfg.MaxInflightBodyBytes, cfg.AfterBodyBurst),
+		proxy: newProxyDoor(cfg.Proxy)}, nil
 }
 
 // Shutdown ends live long-poll and SSE reads so that http.Server.Shutdown
@@ -91,6 +88,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	op := "other"
 	defer func() { s.metrics.observeRequest(op, rec.status) }()
 
+	handlerStarted(r)
+	if mayBeSmuggled(r) {
+		h["Connection"] = valClose
+	}
+	if !expectOK(r) {
+		s.writeError(rec, r, &httpError{http.StatusExpectationFailed, msgExpect})
+		return
+	}
+	s.limitBody(rec, r)
+
 	path := r.URL.Path
 	if path != "/health" && path != "/metrics" && s.rateLimited(rec, r) {
 		op = "rate-limited"
@@ -104,6 +111,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case path == "/metrics":
 		op = "metrics"
 		s.handleMetrics(rec, r)
+		return
+	case s.proxy != nil && isProxyPath(path):
+		op = "proxy"
+		s.serveProxy(rec, r, &op)
 		return
 	case !strings.HasPrefix(path, s.cfg.Prefix):
 		s.writeError(rec, r, &httpError{http.StatusNotFound, "not found"})
@@ -168,65 +179,6 @@ func (s *Server) sourcePath(v string) (string, error) {
 	return v, nil
 }
 
-// readBody reads a request body within MaxAppendBytes, decoding
-// Content-Encoding gzip or zstd. The caller may hand the body to putBody
-// once nothing refers to it (the engine keeps no reference to its input).
-func (s *Server) readBody(r *http.Request) ([]byte, error) {
-	limit := s.cfg.MaxAppendBytes
-	if r.ContentLength == 0 {
-		return nil, nil // nothing to decode, whatever Content-Encoding says
-	}
-	if r.ContentLength > limit {
-		return nil, &httpError{http.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds %d bytes", limit)}
-	}
-	var src io.Reader = r.Body
-	switch enc := strings.ToLower(strings.TrimSpace(r.Header.Get("Content-Encoding"))); enc {
-	case "", "identity":
-	case "gzip", "x-gzip":
-		zr, err := gzip.NewReader(r.Body)
-		if err != nil {
-			return nil, badRequest("invalid gzip body")
-		}
-		defer zr.Close()
-		src = zr
-	case "zstd":
-		zr, err := zstd.NewReader(r.Body, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(uint64(limit)+1<<20))
-		if err != nil {
-			return nil, badRequest("invalid zstd body")
-		}
-		defer zr.Close()
-		src = zr
-	default:
-		return nil, &httpError{http.StatusUnsupportedMediaType, "unsupported Content-Encoding " + enc}
-	}
-	if src == r.Body && r.ContentLength > 0 {
-		// The size is known: read into a buffer of exactly that size
-		// (pooled when large), not a growing one.
-		body := getBody(int(r.ContentLength))
-		if _, err := io.ReadFull(r.Body, body); err != nil {
-			putBody(body)
-			return nil, badRequest("reading request body: " + err.Error())
-		}
-		return body, nil
-	}
-	var buf bytes.Buffer
-	n, err := buf.ReadFrom(io.LimitReader(src, limit+1))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return nil, &httpError{http.StatusRequestEntityTooLarge, "request body too large"}
-		}
-		if r.Header.Get("Content-Encoding") != "" {
-			return nil, badRequest("invalid compressed body: " + err.Error())
-		}
-		return nil, badRequest("reading request body: " + err.Error())
-	}
-	if n > limit {
-		return nil, &httpError{http.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds %d bytes", limit)}
-	}
-	return buf.Bytes(), nil
-}
-
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
@@ -268,33 +220,3 @@ func (r *statusRecorder) Flush() {
 }
 
 func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
-
-// Large request bodies are read into pooled buffers, by power-of-two size
-// class from 64 KiB: a stream of 1 MiB appends would otherwise allocate a
-// megabyte per request and keep the garbage collector busy.
-const (
-	minPooledBody = 16 // log2 of the smallest pooled size, 64 KiB
-	maxPooledBody = 26 // log2 of the largest, 64 MiB
-)
-
-var bodyPools [maxPooledBody + 1]sync.Pool
-
-func getBody(n int) []byte {
-	c := bits.Len(uint(n - 1))
-	if c < minPooledBody || c > maxPooledBody {
-		return make([]byte, n)
-	}
-	if p, ok := bodyPools[c].Get().(*[]byte); ok {
-		return (*p)[:n]
-	}
-	return make([]byte, n, 1<<c)
-}
-
-// putBody returns a body from getBody to its pool.
-func putBody(b []byte) {
-	c := bits.Len(uint(cap(b) - 1))
-	if cap(b) != 1<<c || c < minPooledBody || c > maxPooledBody {
-		return
-	}
-	bodyPools[c].Put(&b)
-}

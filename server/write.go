@@ -47,13 +47,13 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request, name strin
 		s.writeError(w, r, badRequest("Stream-Fork-Offset and Stream-Fork-Sub-Offset require Stream-Forked-From"))
 		return
 	}
-	body, err := s.readBody(r)
+	rb, err := s.readBody(r)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	defer putBody(body)
-	o.Data = body
+	defer s.releaseBody(rb)
+	o.Data = rb.b
 	info, created, err := s.eng.Create(r.Context(), name, o)
 	if err != nil {
 		s.writeError(w, r, err)
@@ -76,12 +76,13 @@ func (s *Server) handleAppend(w http.ResponseWriter, r *http.Request, name strin
 		s.writeError(w, r, err)
 		return
 	}
-	body, err := s.readBody(r)
+	rb, err := s.readBody(r)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	defer putBody(body)
+	defer s.releaseBody(rb)
+	body := rb.b
 	ct := r.Header.Get("Content-Type")
 	if len(body) > 0 && ct == "" {
 		s.writeError(w, r, badRequest("Content-Type is required when appending data"))

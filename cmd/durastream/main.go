@@ -1,7 +1,10 @@
 // Command durastream is the Durable Streams server.
 //
 //	durastream [serve] [flags]   run the server (the default)
+//	durastream bench [flags]     the load generator, against any server URL
+//	durastream null-server       the HTTP stack acknowledging without storing
 //	durastream version           print the version
+//	durastream help              usage
 //
 // Every flag can also be set with an environment variable: DURASTREAM_ and
 // the flag name in upper case with dashes as underscores, e.g.
@@ -15,17 +18,20 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/debug"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/durastream/durastream/engine"
+	"github.com/durastream/durastream/fetch"
 	"github.com/durastream/durastream/gctune"
 	"github.com/durastream/durastream/server"
 )
@@ -51,7 +57,7 @@ func main() {
 	case "help":
 		fmt.Println("usage: durastream [serve] [flags]  (durastream serve -h lists the flags)")
 	default:
-		err = fmt.Errorf("unknown command %q (want serve or version)", cmd)
+		err = fmt.Errorf("unknown command %q (want serve, bench, null-server, version or help)", cmd)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "durastream:", err)
@@ -71,6 +77,8 @@ type serveFlags struct {
 	rateLimit                                               float64
 	trustForwardedFor                                       bool
 
+	bodyReadTimeout time.Duration // server.Config.BodyReadTimeout; 0: none
+
 	bufferedLarge bool // engine.Options.BufferedLargeAppends
 	ckptInterval  time.Duration
 	ckptBytes     int64
@@ -78,7 +86,38 @@ type serveFlags struct {
 	// Go runtime memory settings.
 	gcPercent            int
 	memoryLimit, gcFloor string
-	memLimit, gcFloorN   int64 // memoryLimit and gcFloor parsed; 0: none
+	memLimit, gcFloorN   int64 // memoryLimit and gcFloor parsed; gcFloorN 0: none; memLimit 0: the default, -1: none
+
+	inflightBody  string // server.Config.MaxInflightBodyBytes
+	inflightBodyN int64  // parsed; 0: the default, -1: no cap
+
+	// Durable fetch (package fetch). proxyAllow is the upstream allowlist
+	// of both front doors.
+	proxySecret, proxyBaseURL string
+	proxyAllow                patternList
+	proxyURLTTL               time.Duration
+
+	// The durablefetch front door (server.DurableFetch) and the limits of
+	// the fetch manager both front doors share.
+	fetchAddr                string
+	fetchTTL                 time.Duration
+	fetchMaxResponse         int64
+	fetchMaxConcurrent       int
+	fetchTrustForwardedProto bool
+}
+
+// patternList is a repeatable flag: each use (or each comma- or
+// space-separated item of one value, as in an environment variable) adds
+// a pattern. A comma inside a pattern is written %2C.
+type patternList []string
+
+func (l *patternList) String() string { return strings.Join(*l, ",") }
+
+func (l *patternList) Set(v string) error {
+	for _, p := range strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' || r == '\n' }) {
+		*l = append(*l, p)
+	}
+	return nil
 }
 
 func parseServeFlags(args []string) (*serveFlags, error) {
@@ -101,8 +140,10 @@ func parseServeFlags(args []string) (*serveFlags, error) {
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long graceful shutdown waits for requests")
 	fs.IntVar(&f.gcPercent, "gc-percent", 50, "Go GC target: heap growth between collections, in percent (GOGC); lower trades CPU for memory")
 	fs.StringVar(&f.gcFloor, "gc-min-heap", "64MiB", "the GC lets the heap reach this size before collecting, whatever --gc-percent says; 0: no floor")
-	fs.StringVar(&f.memoryLimit, "memory-limit", "", "soft memory limit for the Go runtime (GOMEMLIMIT), e.g. 900MiB; empty: none")
+	fs.StringVar(&f.memoryLimit, "memory-limit", "", "soft memory limit for the Go runtime, e.g. 900MiB; empty: GOMEMLIMIT if set, else 3/4 of the cgroup memory limit or of MemTotal, whichever is less; 0: none")
+	fs.StringVar(&f.inflightBody, "max-inflight-body-bytes", "", "most memory all request bodies in flight may hold together (read, inflated, validated); more: 503. Empty: 256MiB or a quarter of the memory limit, whichever is less, but at least one largest compressed body; -1: no cap")
 	fs.DurationVar(&f.readHeaderTimeout, "read-header-timeout", 10*time.Second, "time a client has to send request headers (slowloris); 0: none")
+	fs.DurationVar(&f.bodyReadTimeout, "body-read-timeout", 30*time.Second, "time a client has to send a request body, plus 1s per 8 KiB received (slower: 408); 0: none")
 	fs.DurationVar(&f.idleTimeout, "idle-timeout", 120*time.Second, "idle keep-alive connections are closed after this; 0: none")
 	fs.IntVar(&f.maxHeaderBytes, "max-header-bytes", 64<<10, "largest request line + headers in bytes (larger: 431)")
 	fs.IntVar(&f.maxPathBytes, "max-path-bytes", 1024, "longest stream path in bytes, unescaped (longer: 414)")
@@ -112,6 +153,15 @@ func parseServeFlags(args []string) (*serveFlags, error) {
 	fs.BoolVar(&f.trustForwardedFor, "trust-forwarded-for", false, "rate-limit by the last X-Forwarded-For address (behind a trusted proxy)")
 	fs.DurationVar(&f.ckptInterval, "checkpoint-interval", 30*time.Second, "how often stream files are synced and the commit log behind them dropped (recovery replays at most this much)")
 	fs.Int64Var(&f.ckptBytes, "checkpoint-bytes", 256<<20, "checkpoint early once the commit log has grown this many bytes since the last one")
+	fs.StringVar(&f.proxySecret, "proxy-secret", "", "turn on the Durable Streams proxy protocol under /v1/proxy: the service secret (?secret= or Authorization: Bearer), also the root of the pre-signed URL signing key; at least 16 bytes")
+	fs.Var(&f.proxyAllow, "proxy-allow", "upstream URL pattern durable fetches may reach, e.g. https://api.openai.com/v1/** (repeatable, or comma-separated; none: every upstream is refused)")
+	fs.DurationVar(&f.proxyURLTTL, "proxy-url-ttl", 24*time.Hour, "how long a proxy stream's pre-signed URL is valid")
+	fs.StringVar(&f.fetchAddr, "fetch-addr", "", "serve the durablefetch API (for the durablefetch npm client's durablefetchHost) at the root of this listener, with --tls-cert/--tls-key as the main one; off when empty")
+	fs.DurationVar(&f.fetchTTL, "fetch-ttl", 6*time.Hour, "how long a stored upstream response is kept since its last read (sliding)")
+	fs.Int64Var(&f.fetchMaxResponse, "fetch-max-response-bytes", 100_000_000, "largest stored upstream response body; a longer one is cut (outcome too-large)")
+	fs.IntVar(&f.fetchMaxConcurrent, "fetch-max-concurrent", 256, "most upstream fetches running at once (more: 503)")
+	fs.BoolVar(&f.fetchTrustForwardedProto, "fetch-trust-forwarded-proto", false, "durablefetch API: take the upstream scheme from X-Forwarded-Proto (only behind a TLS-terminating proxy that sets it)")
+	fs.StringVar(&f.proxyBaseURL, "proxy-base-url", "", "public URL of /v1/proxy for Location headers behind a reverse proxy, e.g. https://api.example.com/v1/proxy (default: from the request)")
 	fs.BoolVar(&f.bufferedLarge, "buffered-large-appends", false, "write large appends through the page cache, not O_DIRECT (live readers of big appends read memory, at more CPU per byte)")
 	// The environment supplies defaults; explicit flags override them.
 	var envErr error
@@ -189,14 +239,37 @@ func serve(args []string) error {
 	// than be collected every few MB of request garbage (A/B: 1,000 long-poll
 	// subscribers' p99 16-22% lower, appends 7-11% less CPU each).
 	defer gctune.Start(f.gcPercent, f.gcFloorN).Stop()
-	if f.memLimit > 0 {
-		debug.SetMemoryLimit(f.memLimit)
+	memLimit, limitFrom := setMemoryLimit(f.memLimit)
+	bodyBudget := f.inflightBodyN
+	if bodyBudget == 0 {
+		bodyBudget = 256 << 20
+		if memLimit > 0 {
+			bodyBudget = min(bodyBudget, memLimit/4)
+		}
+		bodyBudget = max(bodyBudget, server.MinInflightBodyBytes(f.maxAppend))
 	}
+	log.Info("memory", "go_memory_limit", memLimit, "limit_from", limitFrom, "max_inflight_body_bytes", bodyBudget)
 	eng, err := engine.Open(f.dataDir, &engine.Options{Durability: engine.Durability(f.durability), Logger: log,
 		MaxPathLen: f.maxPathBytes, BufferedLargeAppends: f.bufferedLarge,
 		CheckpointInterval: f.ckptInterval, CheckpointBytes: f.ckptBytes})
 	if err != nil {
 		return err
+	}
+	// The upstream-fetch manager, shared by the durable fetch front doors.
+	var fetches *fetch.Manager
+	if f.proxySecret != "" || f.fetchAddr != "" {
+		if fetches, err = newFetchManager(eng, f, log); err != nil {
+			eng.Close()
+			return err
+		}
+	}
+	// closeEngine stops the fetches (their streams are closed, outcome
+	// interrupted) before the engine closes.
+	closeEngine := func() error {
+		if fetches != nil {
+			fetches.Close()
+		}
+		return eng.Close()
 	}
 	srv, err := server.New(eng, server.Config{
 		Prefix:          f.prefix,
@@ -212,31 +285,61 @@ func serve(args []string) error {
 		RateLimit:         f.rateLimit,
 		RateBurst:         f.rateBurst,
 		TrustForwardedFor: f.trustForwardedFor,
+		BodyReadTimeout:   noneIfZero(f.bodyReadTimeout),
+
+		MaxInflightBodyBytes: bodyBudget,
+		// After a burst of large bodies, give their memory back now rather
+		// than when the runtime gets to it (minutes, on an idle server).
+		AfterBodyBurst: releaseMemory,
+
+		Proxy: server.ProxyConfig{Manager: proxyManager(fetches, f), Secret: f.proxySecret,
+			URLTTL: f.proxyURLTTL, BaseURL: f.proxyBaseURL},
 	})
 	if err != nil {
-		eng.Close()
+		closeEngine()
 		return err
 	}
 	hs := newHTTPServer(srv, f, log)
 	ln, err := net.Listen("tcp", f.addr)
 	if err != nil {
-		eng.Close()
+		closeEngine()
 		return err
 	}
+	ln = server.PrepareHTTPServer(hs, ln) // messages in net/http's own answers
 	if f.pprofAddr != "" {
 		go servePprof(f.pprofAddr, log)
 	}
-	errc := make(chan error, 1)
-	go func() {
+	// The durablefetch API, at the root of its own listener.
+	var dfetch *server.DurableFetch
+	var fhs *http.Server
+	var fln net.Listener
+	if f.fetchAddr != "" {
+		if fln, err = net.Listen("tcp", f.fetchAddr); err != nil {
+			ln.Close()
+			closeEngine()
+			return fmt.Errorf("--fetch-addr: %w", err)
+		}
+		dfetch = server.NewDurableFetch(fetches, eng, server.DurableFetchConfig{
+			TrustForwardedProto: f.fetchTrustForwardedProto, Logger: log})
+		fhs = newHTTPServer(dfetch, f, log)
+		fln = server.PrepareHTTPServer(fhs, fln)
+	}
+	errc := make(chan error, 2)
+	serveOn := func(hs *http.Server, ln net.Listener) {
 		if f.tlsCert != "" {
 			hs.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}
 			errc <- hs.ServeTLS(ln, f.tlsCert, f.tlsKey)
 			return
 		}
 		errc <- hs.Serve(ln)
-	}()
+	}
+	go serveOn(hs, ln)
 	log.Info("durastream serving", "addr", ln.Addr().String(), "durability", f.durability,
 		"data_dir", f.dataDir, "prefix", f.prefix, "tls", f.tlsCert != "", "version", version)
+	if fhs != nil {
+		go serveOn(fhs, fln)
+		log.Info("durablefetch API serving", "addr", fln.Addr().String(), "tls", f.tlsCert != "")
+	}
 
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
@@ -251,10 +354,23 @@ func serve(args []string) error {
 	srv.Shutdown()
 	ctx, cancel := context.WithTimeout(context.Background(), f.shutdownTimeout)
 	defer cancel()
+	fdone := make(chan struct{})
+	if fhs != nil {
+		dfetch.Shutdown() // responses following a live fetch are cut: not complete
+		go func() {
+			defer close(fdone)
+			if serr := fhs.Shutdown(ctx); serr != nil {
+				log.Warn("graceful shutdown of the durablefetch API incomplete", "err", serr)
+			}
+		}()
+	} else {
+		close(fdone)
+	}
 	if serr := hs.Shutdown(ctx); serr != nil {
 		log.Warn("graceful shutdown incomplete", "err", serr)
 	}
-	if cerr := eng.Close(); cerr != nil {
+	<-fdone
+	if cerr := closeEngine(); cerr != nil {
 		log.Error("closing engine", "err", cerr)
 		return cerr
 	}
@@ -265,11 +381,37 @@ func serve(args []string) error {
 	return err
 }
 
+// newFetchManager opens the upstream-fetch manager with the --proxy-allow
+// allowlist.
+func newFetchManager(eng *engine.Engine, f *serveFlags, log *slog.Logger) (*fetch.Manager, error) {
+	allow, err := fetch.ParseAllowlist(f.proxyAllow)
+	if err != nil {
+		return nil, fmt.Errorf("--proxy-allow: %w", err)
+	}
+	if allow.Len() == 0 {
+		log.Warn("durable fetch is on but --proxy-allow is empty: every upstream URL is refused")
+	}
+	log.Info("durable fetch", "allow", allow.Patterns(), "proxy", f.proxySecret != "", "fetch_addr", f.fetchAddr)
+	return fetch.New(eng, fetch.Config{Allow: allow, Logger: log, TTL: f.fetchTTL,
+		MaxResponseBytes: f.fetchMaxResponse, MaxConcurrent: f.fetchMaxConcurrent})
+}
+
+// proxyManager is the manager the proxy protocol uses: nil (off) without
+// --proxy-secret.
+func proxyManager(m *fetch.Manager, f *serveFlags) *fetch.Manager {
+	if f.proxySecret == "" {
+		return nil
+	}
+	return m
+}
+
 // checkLimits validates the limit flags.
 func (f *serveFlags) checkLimits() error {
 	switch {
 	case f.readHeaderTimeout < 0 || f.idleTimeout < 0:
 		return errors.New("--read-header-timeout and --idle-timeout must not be negative")
+	case f.bodyReadTimeout < 0:
+		return errors.New("--body-read-timeout must not be negative")
 	case f.maxHeaderBytes < 1:
 		return errors.New("--max-header-bytes must be positive")
 	case f.maxPathBytes < 1:
@@ -282,6 +424,10 @@ func (f *serveFlags) checkLimits() error {
 		return errors.New("--rate-burst must not be negative")
 	case f.gcPercent <= 0:
 		return errors.New("--gc-percent must be positive")
+	case f.fetchTTL < time.Second:
+		return errors.New("--fetch-ttl must be at least 1s")
+	case f.fetchMaxResponse <= 0 || f.fetchMaxConcurrent <= 0:
+		return errors.New("--fetch-max-response-bytes and --fetch-max-concurrent must be positive")
 	}
 	if strings.TrimSpace(f.gcFloor) != "0" {
 		n, err := parseBytes(f.gcFloor)
@@ -290,14 +436,66 @@ func (f *serveFlags) checkLimits() error {
 		}
 		f.gcFloorN = n
 	}
-	if f.memoryLimit != "" {
+	switch strings.TrimSpace(f.memoryLimit) {
+	case "":
+	case "0":
+		f.memLimit = -1
+	default:
 		n, err := parseBytes(f.memoryLimit)
 		if err != nil || n <= 0 {
-			return fmt.Errorf("--memory-limit %q: want a size such as 900MiB", f.memoryLimit)
+			return fmt.Errorf("--memory-limit %q: want a size such as 900MiB, or 0 for none", f.memoryLimit)
 		}
 		f.memLimit = n
 	}
+	switch strings.TrimSpace(f.inflightBody) {
+	case "":
+	case "-1":
+		f.inflightBodyN = -1
+	default:
+		n, err := parseBytes(f.inflightBody)
+		if err != nil {
+			return fmt.Errorf("--max-inflight-body-bytes %q: want a size such as 256MiB, or -1 for no cap", f.inflightBody)
+		}
+		if m := server.MinInflightBodyBytes(f.maxAppend); n < m {
+			return fmt.Errorf("--max-inflight-body-bytes %s must hold one largest compressed body (--max-append-bytes %d): at least %d", f.inflightBody, f.maxAppend, m)
+		}
+		f.inflightBodyN = n
+	}
 	return nil
+}
+
+// releaseMemory collects twice (pooled body buffers outlive one
+// collection) and returns the freed memory to the operating system.
+func releaseMemory() {
+	runtime.GC()
+	debug.FreeOSMemory()
+}
+
+// setMemoryLimit sets the Go runtime's soft memory limit: flag (bytes; -1
+// for none), else GOMEMLIMIT as the runtime already read it, else 3/4 of
+// the memory the machine or cgroup gives the process. It returns the limit
+// (0: none) and where it came from.
+func setMemoryLimit(flag int64) (int64, string) {
+	switch {
+	case flag < 0:
+		debug.SetMemoryLimit(math.MaxInt64)
+		return 0, "--memory-limit 0"
+	case flag > 0:
+		debug.SetMemoryLimit(flag)
+		return flag, "--memory-limit"
+	}
+	if os.Getenv("GOMEMLIMIT") != "" {
+		if n := debug.SetMemoryLimit(-1); n != math.MaxInt64 {
+			return n, "GOMEMLIMIT"
+		}
+		return 0, "GOMEMLIMIT"
+	}
+	m := gctune.DefaultMemoryLimit()
+	if m.Bytes <= 0 {
+		return 0, "none (machine memory unknown)"
+	}
+	debug.SetMemoryLimit(m.Bytes)
+	return m.Bytes, "3/4 of " + m.Source
 }
 
 // newHTTPServer builds the http.Server the binary serves h with: header
@@ -311,6 +509,14 @@ func newHTTPServer(h http.Handler, f *serveFlags, log *slog.Logger) *http.Server
 		MaxHeaderBytes:    f.maxHeaderBytes,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+}
+
+// noneIfZero maps a flag's 0 ("none") to a server.Config duration's -1.
+func noneIfZero(d time.Duration) time.Duration {
+	if d == 0 {
+		return -1
+	}
+	return d
 }
 
 func servePprof(addr string, log *slog.Logger) {

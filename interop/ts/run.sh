@@ -11,6 +11,11 @@
 # Environment:
 #   DURASTREAM_URL                 if set, test that running server instead of
 #                                  building and starting one
+#   DURASTREAM_PROXY_SECRET        the proxy protocol's secret (proxy.test.mjs);
+#                                  the server started here gets a random one
+#                                  and --proxy-allow 'http://127.0.0.1:*/**'.
+#                                  Unset with DURASTREAM_URL: the proxy tests
+#                                  are skipped
 #   INTEROP_TIMEOUT                wall-clock limit for the node test run,
 #                                  seconds (default 300)
 #   Extra arguments for `node --test` can follow the durability, e.g.
@@ -47,7 +52,8 @@ tmp="$(mktemp -d "${TMPDIR:-/tmp}/durastream-interop-ts.XXXXXX")"
 url="${DURASTREAM_URL:-}"
 if [[ -z "$url" ]]; then
   build_server
-  start_server
+  export DURASTREAM_PROXY_SECRET="${DURASTREAM_PROXY_SECRET:-interop-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}"
+  start_server --proxy-secret "$DURASTREAM_PROXY_SECRET" --proxy-allow 'http://127.0.0.1:*/**'
   url="http://127.0.0.1:$server_port"
 fi
 url="${url%/}"

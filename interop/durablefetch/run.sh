@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Interop test: the real `durablefetch` npm client (DurableFetchClient,
+# pinned to 0.1.0 in package.json) against durastream's durablefetch API.
+#
+# Usage: interop/durablefetch/run.sh [DURABILITY] [node --test args...]
+#   DURABILITY  --durability for the server: sync (default) or memory.
+#
+# The client hard-codes https for /in-progress and /delete and keeps the
+# scheme of the upstream URL for fetches, so everything runs over TLS on
+# loopback with a throwaway CA made here with openssl:
+#   - durastream serves --fetch-addr (and its main listener) with a
+#     certificate for 127.0.0.1/localhost; node trusts the CA through
+#     NODE_EXTRA_CA_CERTS;
+#   - the upstream is an https server inside the node test, on 127.0.0.2
+#     (the client bypasses itself for the hostnames localhost and 127.0.0.1
+#     only; 127.0.0.2 is loopback too on Linux), with a certificate for
+#     127.0.0.2; durastream trusts the CA for upstream calls through
+#     SSL_CERT_FILE and may reach that address because the allow pattern
+#     names it: --proxy-allow 'https://127.0.0.2:*/**'.
+#
+# Environment:
+#   INTEROP_TIMEOUT   wall-clock limit for the node test run, seconds
+#                     (default 120)
+#
+# Prints "interop-durablefetch: N passed, M failed, K skipped".
+set -euo pipefail
+
+durability="${1:-${DURABILITY:-sync}}"
+shift || true
+case "$durability" in
+  sync | memory) ;;
+  *)
+    echo "interop/durablefetch/run.sh: durability must be sync or memory, not '$durability'" >&2
+    exit 2
+    ;;
+esac
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+
+log_tag="interop/durablefetch/run.sh"
+# shellcheck source=../../scripts/test-server.sh
+source "$root/scripts/test-server.sh"
+
+cd "$here"
+ensure_node_modules
+
+tmp="$(mktemp -d "${TMPDIR:-/tmp}/durastream-interop-df.XXXXXX")"
+
+# A test CA and two leaf certificates (P-256, valid for two days).
+make_certs() {
+  local d="$tmp/tls"
+  mkdir -p "$d"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+    -keyout "$d/ca.key" -out "$d/ca.pem" -subj "/CN=durastream interop test CA" \
+    -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" 2>/dev/null
+  local name san
+  for name in server upstream; do
+    if [[ $name == server ]]; then san="IP:127.0.0.1,DNS:localhost"; else san="IP:127.0.0.2"; fi
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+      -keyout "$d/$name.key" -out "$d/$name.csr" -subj "/CN=$name" 2>/dev/null
+    printf 'subjectAltName=%s\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n' "$san" >"$d/$name.ext"
+    openssl x509 -req -in "$d/$name.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial \
+      -days 2 -extfile "$d/$name.ext" -out "$d/$name.pem" 2>/dev/null
+  done
+}
+log "making a test CA and certificates"
+make_certs
+
+build_server
+fetch_port="$(free_port)"
+server_scheme=https
+health_curl_args="--cacert $tmp/tls/ca.pem"
+SSL_CERT_FILE="$tmp/tls/ca.pem" start_server \
+  --tls-cert "$tmp/tls/server.pem" --tls-key "$tmp/tls/server.key" \
+  --fetch-addr "127.0.0.1:$fetch_port" \
+  --proxy-allow 'https://127.0.0.2:*/**'
+log "durablefetch API on https://127.0.0.1:$fetch_port"
+
+timeout_cmd=()
+if command -v timeout >/dev/null 2>&1; then
+  timeout_cmd=(timeout --signal=TERM --kill-after=15 "${INTEROP_TIMEOUT:-120}")
+fi
+set +e
+DF_HOST="127.0.0.1:$fetch_port" \
+  UPSTREAM_CERT="$tmp/tls/upstream.pem" UPSTREAM_KEY="$tmp/tls/upstream.key" \
+  NODE_EXTRA_CA_CERTS="$tmp/tls/ca.pem" \
+  "${timeout_cmd[@]}" node --test \
+  --test-concurrency=1 \
+  --test-timeout=30000 \
+  --test-reporter=spec --test-reporter-destination=stdout \
+  --test-reporter=tap --test-reporter-destination="$tmp/results.tap" \
+  "$@" ./*.test.mjs </dev/null
+suite_rc=$?
+set -e
+if [[ $suite_rc -eq 124 ]]; then
+  log "node --test exceeded INTEROP_TIMEOUT=${INTEROP_TIMEOUT:-120}s"
+fi
+
+count() { sed -n "s/^# $1 \([0-9][0-9]*\)\$/\1/p" "$tmp/results.tap" 2>/dev/null | tail -n 1; }
+n_pass="$(count pass)"
+n_fail="$(count fail)"
+n_cancelled="$(count cancelled)"
+n_skip="$(count skipped)"
+n_todo="$(count todo)"
+if [[ -z "$n_pass" ]]; then
+  log "no test summary from node --test"
+  n_pass=0 n_fail=0 n_cancelled=0 n_skip=0 n_todo=0
+  if [[ $suite_rc -eq 0 ]]; then suite_rc=1; fi
+fi
+n_fail=$((n_fail + ${n_cancelled:-0}))
+if [[ $suite_rc -eq 0 && $n_pass -eq 0 ]]; then
+  log "node --test ran no passing tests"
+  suite_rc=1
+fi
+if [[ $suite_rc -ne 0 && -n "$server_pid" ]]; then
+  print_server_log 60
+fi
+echo "interop-durablefetch: $n_pass passed, $n_fail failed, $((${n_skip:-0} + ${n_todo:-0})) skipped"
+exit "$suite_rc"
