@@ -7,8 +7,11 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/durastream/durastream/vfs"
 )
 
 // mappedUnder counts this process's mappings of files under dir.
@@ -167,14 +170,19 @@ func TestCloseUnderLoad(t *testing.T) {
 // background), and Close waits for that.
 func TestAppendCtxAbandoned(t *testing.T) {
 	dir := t.TempDir()
-	e := openTest(t, dir, slabOpts())
+	slow := &slowSyncFS{FS: vfs.OS}
+	o := slabOpts()
+	o.FS = slow
+	e := openTest(t, dir, o)
 	mustCreate(t, e, "a", CreateOptions{})
+	slow.delay.Store(int64(200 * time.Millisecond)) // the commit outlasts the cancel
 	ctx, cancel := context.WithCancel(context.Background())
 	e.appendLookedUp = func(string) { cancel() } // ends before the commit
 	if _, err := e.Append(ctx, "a", []byte("maybe"), AppendOptions{}); !errors.Is(err, context.Canceled) {
 		t.Fatalf("append with its ctx ended: %v", err)
 	}
 	e.appendLookedUp = nil
+	slow.delay.Store(0)
 	if err := e.Wait(context.Background(), "a", 0); err != nil {
 		t.Fatal(err)
 	}
@@ -192,4 +200,15 @@ func TestAppendCtxAbandoned(t *testing.T) {
 	if got := readAll(t, e2, "a"); got != "maybe" {
 		t.Fatalf("after reopen: %q", got)
 	}
+}
+
+// slowSyncFS delays every fdatasync by delay nanoseconds.
+type slowSyncFS struct {
+	vfs.FS
+	delay atomic.Int64
+}
+
+func (f *slowSyncFS) Fdatasync(file *os.File) error {
+	time.Sleep(time.Duration(f.delay.Load()))
+	return f.FS.Fdatasync(file)
 }
