@@ -111,3 +111,48 @@ ensure_node_modules() {
     npm ci --no-audit --no-fund
   fi
 }
+
+# run_node_suite NAME DEFAULT_TIMEOUT_S TEST_TIMEOUT_MS [node --test args...]
+# runs ./*.test.mjs in the current directory with Node's test runner under
+# INTEROP_TIMEOUT seconds (default DEFAULT_TIMEOUT_S), one file at a time,
+# each test at most TEST_TIMEOUT_MS; prints "NAME: N passed, M failed, K
+# skipped" from its TAP report (and the server log if anything failed) and
+# returns non-zero if anything failed, timed out, or nothing passed.
+run_node_suite() {
+  local name="$1" limit="${INTEROP_TIMEOUT:-$2}" per_test="$3"
+  shift 3
+  local timeout_cmd=()
+  if command -v timeout >/dev/null 2>&1; then
+    timeout_cmd=(timeout --signal=TERM --kill-after=15 "$limit")
+  fi
+  local suite_rc=0
+  "${timeout_cmd[@]}" node --test \
+    --test-concurrency=1 \
+    --test-timeout="$per_test" \
+    --test-reporter=spec --test-reporter-destination=stdout \
+    --test-reporter=tap --test-reporter-destination="$tmp/results.tap" \
+    "$@" ./*.test.mjs </dev/null || suite_rc=$?
+  if [[ $suite_rc -eq 124 ]]; then
+    log "node --test exceeded INTEROP_TIMEOUT=${limit}s"
+  fi
+  # Counts from the TAP report's closing lines ("# pass N", ...).
+  count() { sed -n "s/^# $1 \([0-9][0-9]*\)\$/\1/p" "$tmp/results.tap" 2>/dev/null | tail -n 1; }
+  local n_pass n_fail n_cancelled n_skip n_todo
+  n_pass="$(count pass)" n_fail="$(count fail)" n_cancelled="$(count cancelled)"
+  n_skip="$(count skipped)" n_todo="$(count todo)"
+  if [[ -z "$n_pass" ]]; then
+    log "no test summary from node --test"
+    n_pass=0 n_fail=0 n_cancelled=0 n_skip=0 n_todo=0
+    if [[ $suite_rc -eq 0 ]]; then suite_rc=1; fi
+  fi
+  n_fail=$((n_fail + ${n_cancelled:-0}))
+  if [[ $suite_rc -eq 0 && $n_pass -eq 0 ]]; then
+    log "node --test ran no passing tests"
+    suite_rc=1
+  fi
+  if [[ $suite_rc -ne 0 && -n "$server_pid" ]]; then
+    print_server_log 60
+  fi
+  echo "$name: $n_pass passed, $n_fail failed, $((${n_skip:-0} + ${n_todo:-0})) skipped"
+  return "$suite_rc"
+}

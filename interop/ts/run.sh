@@ -59,43 +59,7 @@ fi
 url="${url%/}"
 
 cd "$here"
-timeout_cmd=()
-if command -v timeout >/dev/null 2>&1; then
-  timeout_cmd=(timeout --signal=TERM --kill-after=15 "${INTEROP_TIMEOUT:-300}")
-fi
 log "running the TypeScript client interop tests against $url"
-set +e
-DURASTREAM_URL="$url" "${timeout_cmd[@]}" node --test \
-  --test-concurrency=1 \
-  --test-timeout=120000 \
-  --test-reporter=spec --test-reporter-destination=stdout \
-  --test-reporter=tap --test-reporter-destination="$tmp/results.tap" \
-  "$@" ./*.test.mjs </dev/null
-suite_rc=$?
-set -e
-if [[ $suite_rc -eq 124 ]]; then
-  log "node --test exceeded INTEROP_TIMEOUT=${INTEROP_TIMEOUT:-300}s"
-fi
-
-# Counts from the TAP report's closing lines ("# pass N", ...).
-count() { sed -n "s/^# $1 \([0-9][0-9]*\)\$/\1/p" "$tmp/results.tap" 2>/dev/null | tail -n 1; }
-n_pass="$(count pass)"
-n_fail="$(count fail)"
-n_cancelled="$(count cancelled)"
-n_skip="$(count skipped)"
-n_todo="$(count todo)"
-if [[ -z "$n_pass" ]]; then
-  log "no test summary from node --test"
-  n_pass=0 n_fail=0 n_cancelled=0 n_skip=0 n_todo=0
-  if [[ $suite_rc -eq 0 ]]; then suite_rc=1; fi
-fi
-n_fail=$((n_fail + ${n_cancelled:-0}))
-if [[ $suite_rc -eq 0 && $n_pass -eq 0 ]]; then
-  log "node --test ran no passing tests"
-  suite_rc=1
-fi
-if [[ $suite_rc -ne 0 && -n "$server_pid" ]]; then
-  print_server_log 60
-fi
-echo "interop-ts: $n_pass passed, $n_fail failed, $((${n_skip:-0} + ${n_todo:-0})) skipped"
-exit "$suite_rc"
+rc=0
+DURASTREAM_URL="$url" run_node_suite interop-ts 300 120000 "$@" || rc=$?
+exit "$rc"
