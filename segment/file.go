@@ -27,9 +27,6 @@ import (
 // ErrFull is returned when a write does not fit in the file's capacity.
 var ErrFull = errors.New("segment: write beyond capacity")
 
-// ErrClosed is returned when a closed File is used.
-var ErrClosed = errors.New("segment: file is closed")
-
 var pageSize = int64(os.Getpagesize())
 
 // File is a fixed-capacity byte region: a preallocated, memory-mapped file,
