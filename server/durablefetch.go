@@ -362,7 +362,7 @@ func (d *DurableFetch) handleFetch(w http.ResponseWriter, r *http.Request, targe
 			return
 		}
 		f, _, err = d.mgr.Start(r.Context(), fetch.Request{Key: key, URL: u, Method: r.Method,
-			Header: upstreamHeader(r.Header), Body: body})
+			Header: upstreamHeader(r.Header), Passthrough: true, Body: body})
 		if err != nil {
 			d.startError(w, r, key, err)
 			return
@@ -376,24 +376,12 @@ func (d *DurableFetch) handleFetch(w http.ResponseWriter, r *http.Request, targe
 }
 
 // upstreamHeader is the request's header for the upstream call, less the
-// headers that speak to this front door. The manager maps the proxy
-// protocol's headers (fetch.UpstreamRequestHeader: Upstream-Authorization
-// becomes Authorization, a client's own Authorization is dropped, other
-// Upstream-* headers too); durablefetch forwards the request's own
-// Authorization, so it goes in as Upstream-Authorization. It is used for
-// the upstream call only, never stored.
+// header that speaks to this front door. The manager filters it
+// (fetch.PassthroughRequestHeader: hop-by-hop and Upstream-* headers go,
+// the client's own Authorization goes upstream); it is never stored.
 func upstreamHeader(in http.Header) http.Header {
-	h := make(http.Header, len(in))
-	for k, v := range in {
-		ck := http.CanonicalHeaderKey(k)
-		if strings.HasPrefix(ck, "Upstream-") || ck == HeaderDurableFetchOffset || ck == "Authorization" {
-			continue
-		}
-		h[ck] = append(h[ck], v...)
-	}
-	if auth := in.Values("Authorization"); len(auth) > 0 {
-		h["Upstream-Authorization"] = append([]string(nil), auth...)
-	}
+	h := in.Clone()
+	h.Del(HeaderDurableFetchOffset)
 	return h
 }
 
