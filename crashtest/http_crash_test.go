@@ -9,7 +9,9 @@ package crashtest
 // concurrent load through HTTP (24 clients: JSON and binary appends, some
 // large enough to be stored by reference, idempotent producers that retry,
 // creates, forks, closes with racing appends, append-and-close, deletes,
-// reads and long-polls), records every acknowledged response, SIGKILLs the
+// reads and long-polls; 2 more drive durable fetches through the
+// durablefetch door and the proxy protocol, fetch_load_test.go), records
+// every acknowledged response, SIGKILLs the
 // server at a random moment, restarts it on the same directory (it must be
 // healthy within 15 s), and checks through HTTP reads that:
 //
@@ -32,7 +34,11 @@ package crashtest
 //     forks hold their source's bytes below the fork offset, then their own;
 //   - offsets only grow: appends after a restart start at or after the tail
 //     verified after it; what a reader saw during load is still there; a
-//     close or delete the server reported (409 Stream-Closed, 404) holds.
+//     close or delete the server reported (409 Stream-Closed, 404) holds;
+//   - durable fetches that were answered are still there, settled, served
+//     without calling the upstream again, with every byte a reader saw,
+//     presented as complete exactly when whole, never hanging, and never
+//     changing afterwards (fetch_load_test.go).
 //
 // Every few rounds the server is also stopped gracefully (SIGTERM: final
 // checkpoint) and restarted, so later kills recover from a checkpoint plus
@@ -138,6 +144,8 @@ type torture struct {
 	// power, if set, cuts the power after every kill and graceful stop
 	// (powerloss_test.go).
 	power *powerLoss
+	// fetch is the upstream and door of the durable fetch load.
+	fetch *fetchSetup
 	// serverArgs, if set, gives more serve flags for each start.
 	serverArgs func() []string
 	// expectFailures: failures are logged, not test errors (a negative
@@ -172,10 +180,15 @@ func newTorture(t *testing.T, cfg tortureConfig) *torture {
 	} else {
 		t.Logf("server binary %s", tt.bin)
 	}
+	var err error
+	if tt.fetch, err = newFetchSetup(); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() {
 		if tt.srv != nil {
 			tt.srv.kill()
 		}
+		tt.fetch.up.srv.Close()
 	})
 	return tt
 }
@@ -209,9 +222,9 @@ func (tt *torture) execute() {
 }
 
 func (tt *torture) restart(round int, after string) bool {
-	var extra []string
+	extra := tt.fetch.flags()
 	if tt.serverArgs != nil {
-		extra = tt.serverArgs()
+		extra = append(extra, tt.serverArgs()...)
 	}
 	srv, took, err := startServer(tt.bin, tt.data, extra...)
 	if err != nil {
@@ -259,6 +272,11 @@ func (tt *torture) run() {
 		for pw := range producerWorkers {
 			l.wg.Add(1)
 			go l.producerWorker(pw, seeds.Uint64())
+		}
+		fl := &fetchLoad{load: l, up: tt.fetch.up, door: tt.fetch.door()}
+		for fw := range fetchWorkers {
+			l.wg.Add(1)
+			go fl.worker(fw, seeds.Uint64())
 		}
 		time.Sleep(killAfter)
 		if tt.srv.exited() {
@@ -347,6 +365,7 @@ func (tt *torture) check(round int, label string) {
 	v.resolveInflight()
 	v.producerChecks(rng)
 	v.probeClosed(rng)
+	(&fetchVerifier{verifier: v, up: tt.fetch.up, door: tt.fetch.door()}).run()
 }
 
 // bumpEpochs moves a few producers to a new epoch (seq restarts at 0).
@@ -404,6 +423,7 @@ func (tt *torture) summary() {
 		st.inflightDurable, st.inflightReapp, st.inflightClosed, st.unsentRetried, st.midRetryDup, st.midRetryNew)
 	t.Logf("summary: appends without answer resolved: %d durable, %d absent; producer duplicate checks %d, stale-epoch checks %d; closed-stream probes %d (+%d rejected during load); deleted-stream checks %d; reader observations checked %d",
 		st.maybePresent, st.maybeAbsent, st.dupChecks, st.staleChecks, st.closedProbes, st.rejectedClosed, st.deletedChecks, st.observations)
+	t.Logf("summary: durable fetches: %s", st.fetch)
 	t.Logf("summary: lost %d (acknowledged requests and streams missing after a restart), duplicated %d", st.lost, st.duplicated)
 	t.Logf("summary: failures found: %d", m.nFailures())
 }

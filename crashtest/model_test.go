@@ -202,6 +202,7 @@ type stats struct {
 	lost, duplicated                int // acknowledged requests and streams found missing (each once); requests stored twice
 	opsSent                         map[string]int
 	acked                           map[string]int
+	fetch                           fetchStats
 }
 
 type model struct {
@@ -212,6 +213,7 @@ type model struct {
 	nextID   uint64
 	prods    []*producer // current producer of each producer worker
 	allProds []*producer
+	fetches  []*fetchRec // durable fetches (fetch_load_test.go)
 	st       stats
 
 	failMu   sync.Mutex

@@ -480,6 +480,11 @@ func (d *DurableFetch) serveBody(w http.ResponseWriter, r *http.Request, f *fetc
 	for {
 		c, err := d.eng.Read(f.Body, engine.At(off), engine.ReadOptions{MaxBytes: d.cfg.ReadChunkBytes, Continues: streamID})
 		if err != nil {
+			if !errors.Is(err, engine.ErrNotFound) && !errors.Is(err, engine.ErrGone) && !errors.Is(err, engine.ErrEngineClosed) {
+				// Not a delete or a shutdown racing this response: the
+				// stored body cannot be read.
+				d.log.Error("durablefetch: reading a stored body failed", "id", f.ID, "offset", off, "err", err)
+			}
 			d.cut(rc, r, f, err)
 		}
 		streamID = c.StreamID
@@ -502,6 +507,11 @@ func (d *DurableFetch) serveBody(w http.ResponseWriter, r *http.Request, f *fetc
 		off = c.Next
 		if c.Closed {
 			if f.Outcome == fetch.Complete {
+				if int64(off) != f.Bytes {
+					d.log.Error("durablefetch: a complete fetch's stored body is not as long as its record says",
+						"id", f.ID, "stored", off, "recorded", f.Bytes)
+					d.cut(rc, r, f, errors.New("stored body length mismatch"))
+				}
 				return // known before the response began (and its Content-Length sent)
 			}
 			end, err := d.mgr.Get(f.ID)
