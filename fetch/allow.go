@@ -7,6 +7,8 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+
+	"github.com/durastream/durastream/pathglob"
 )
 
 // ErrBadURL marks an upstream URL that is refused whatever the allowlist says
@@ -26,45 +28,14 @@ type pattern struct {
 	scheme string // "http", "https" or "*"
 	host   hostPattern
 	port   int // 0: the URL scheme's default port; -1: any port
-	path   []segPattern
+	path   pathglob.Pattern
 }
 
 // hostPattern is either an exact IP (ip valid) or DNS labels.
 type hostPattern struct {
 	ip        netip.Addr
-	anyPrefix bool   // a leading "**." (or a host of "**")
-	labels    []glob // the labels after the prefix, left to right
-}
-
-// segPattern is one path segment of a pattern: "**" or a glob.
-type segPattern struct {
-	any  bool // "**": any number of segments
-	glob glob
-}
-
-// glob is a string with * wildcards, stored as the literal parts between
-// them: "a*b*c" is {"a","b","c"}; a string without * is one part.
-type glob []string
-
-func (g glob) match(s string) bool {
-	if len(g) == 1 {
-		return s == g[0]
-	}
-	first, last := g[0], g[len(g)-1]
-	if len(s) < len(first)+len(last) || !strings.HasPrefix(s, first) || !strings.HasSuffix(s, last) {
-		return false
-	}
-	s = s[len(first) : len(s)-len(last)]
-	// Leftmost matching of each middle part is optimal: taking a later
-	// occurrence never leaves more room for the parts after it.
-	for _, mid := range g[1 : len(g)-1] {
-		i := strings.Index(s, mid)
-		if i < 0 {
-			return false
-		}
-		s = s[i+len(mid):]
-	}
-	return true
+	anyPrefix bool            // a leading "**." (or a host of "**")
+	labels    []pathglob.Glob // the labels after the prefix, left to right
 }
 
 // ParseAllowlist parses allow patterns (syntax in the package comment).
@@ -342,7 +313,7 @@ func (p *pattern) match(n *normURL) bool {
 	if !p.host.match(n) {
 		return false
 	}
-	return matchSegments(p.path, n.segs)
+	return p.path.Match(n.segs)
 }
 
 func defaultPort(scheme string) int {
@@ -361,41 +332,11 @@ func (h *hostPattern) match(n *normURL) bool {
 	}
 	tail := n.labels[len(n.labels)-len(h.labels):]
 	for i, g := range h.labels {
-		if !g.match(tail[i]) {
+		if !g.Match(tail[i]) {
 			return false
 		}
 	}
 	return len(n.labels) > 0
-}
-
-// matchSegments matches path segments against a pattern in which "**"
-// matches any run of segments. This is the classic greedy wildcard match with
-// one-step backtracking: on a mismatch, the most recent ** absorbs one more
-// segment and matching resumes after it. Backtracking to the most recent **
-// only is enough, because anything an earlier ** could absorb the later one
-// can absorb too.
-func matchSegments(pat []segPattern, segs []string) bool {
-	pi, si := 0, 0
-	star, starSi := -1, 0
-	for si < len(segs) {
-		switch {
-		case pi < len(pat) && pat[pi].any:
-			star, starSi = pi, si
-			pi++
-		case pi < len(pat) && pat[pi].glob.match(segs[si]):
-			pi++
-			si++
-		case star >= 0:
-			starSi++
-			pi, si = star+1, starSi
-		default:
-			return false
-		}
-	}
-	for pi < len(pat) && pat[pi].any {
-		pi++
-	}
-	return pi == len(pat)
 }
 
 func parsePattern(s string) (pattern, error) {
@@ -529,7 +470,7 @@ func parseHostPattern(h string) (hostPattern, error) {
 				ipLike = false
 			}
 		}
-		hp.labels = append(hp.labels, glob(strings.Split(l, "*")))
+		hp.labels = append(hp.labels, pathglob.ParseGlob(l))
 	}
 	if ipLike && digits {
 		return hp, fmt.Errorf("host %q looks like a wildcard or malformed IP address; IP hosts must be exact literals", h)
@@ -540,23 +481,18 @@ func parseHostPattern(h string) (hostPattern, error) {
 	return hp, nil
 }
 
-func parsePathPattern(path string) ([]segPattern, error) {
+func parsePathPattern(path string) (pathglob.Pattern, error) {
 	raw := strings.Split(path[1:], "/")
-	segs := make([]segPattern, 0, len(raw))
+	segs := make(pathglob.Pattern, 0, len(raw))
 	for i, r := range raw {
-		if r == "**" {
-			segs = append(segs, segPattern{any: true})
-			continue
-		}
-		if strings.Contains(r, "**") {
-			return nil, fmt.Errorf("** must be a whole path segment, not part of %q", r)
-		}
 		if r == "" && i != len(raw)-1 {
 			return nil, errors.New("empty path segment (//)")
 		}
-		parts := strings.Split(r, "*")
-		g := make(glob, len(parts))
-		for j, part := range parts {
+		seg, err := pathglob.ParseSegment(r)
+		if err != nil {
+			return nil, err
+		}
+		for j, part := range seg.Glob {
 			d, err := url.PathUnescape(part)
 			if err != nil {
 				return nil, fmt.Errorf("bad escape in path segment %q", r)
@@ -564,14 +500,14 @@ func parsePathPattern(path string) ([]segPattern, error) {
 			if strings.ContainsAny(d, `/\`) {
 				return nil, fmt.Errorf("path segment %q decodes to contain / or \\", r)
 			}
-			g[j] = d
+			seg.Glob[j] = d
 		}
-		if len(g) == 1 {
-			if base, _, _ := strings.Cut(g[0], ";"); base == "." || base == ".." {
+		if seg.Glob.Literal() {
+			if base, _, _ := strings.Cut(seg.Glob[0], ";"); base == "." || base == ".." {
 				return nil, fmt.Errorf("dot segment %q in path", r)
 			}
 		}
-		segs = append(segs, segPattern{glob: g})
+		segs = append(segs, seg)
 	}
 	return segs, nil
 }

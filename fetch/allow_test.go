@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net/netip"
 	"net/url"
-	"regexp"
 	"strings"
 	"testing"
 )
@@ -376,61 +375,9 @@ func TestAllowCheckURL(t *testing.T) {
 	}
 }
 
-// TestAllowGlobAgainstRegexp checks glob.match against regexp on small
-// strings.
-func TestAllowGlobAgainstRegexp(t *testing.T) {
-	pats := []string{"", "*", "a", "a*", "*a", "a*b", "*a*", "a*a", "a*b*a", "**", "ab*ba", "*ab*"}
-	alphabet := []string{"", "a", "b", "aa", "ab", "ba", "bb", "aba", "abba", "abab", "aab", "baa", "ababa"}
-	for _, p := range pats {
-		g := glob(strings.Split(p, "*"))
-		re := regexp.MustCompile("^" + strings.ReplaceAll(regexp.QuoteMeta(p), `\*`, ".*") + "$")
-		for _, s := range alphabet {
-			if got, want := g.match(s), re.MatchString(s); got != want {
-				t.Errorf("glob %q on %q = %v, want %v", p, s, got, want)
-			}
-		}
-	}
-}
-
-// secRefSegments is a plain recursive reference for matchSegments.
-func secRefSegments(pat []segPattern, segs []string) bool {
-	if len(pat) == 0 {
-		return len(segs) == 0
-	}
-	if pat[0].any {
-		for i := 0; i <= len(segs); i++ {
-			if secRefSegments(pat[1:], segs[i:]) {
-				return true
-			}
-		}
-		return false
-	}
-	return len(segs) > 0 && pat[0].glob.match(segs[0]) && secRefSegments(pat[1:], segs[1:])
-}
-
-func TestAllowSegmentsAgainstReference(t *testing.T) {
-	pats := []string{"/**", "/a", "/a/**", "/**/a", "/**/a/**", "/a/**/b", "/**/a/*/b/**", "/*/*", "/**/**/a", "/a/**/a/**/b"}
-	paths := []string{"/", "/a", "/b", "/a/b", "/a/a", "/b/a", "/a/b/a/b", "/a/x/b", "/x/a/y/b/z", "/a/a/a", "/a/a/b", "/b/b/a/c/b"}
-	for _, p := range pats {
-		pp, err := parsePathPattern(p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, s := range paths {
-			segs, err := pathSegments(s)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if got, want := matchSegments(pp, segs), secRefSegments(pp, segs); got != want {
-				t.Errorf("path pattern %q on %q = %v, want %v", p, s, got, want)
-			}
-		}
-	}
-}
-
 // FuzzAllowlist: parsing and matching never panic; whatever is allowed is a
 // well-formed http(s) URL whose path has no dot or encoded-separator
-// segments, and the greedy segment matcher agrees with the reference.
+// segments. (pathglob's own fuzz test checks the matcher.)
 func FuzzAllowlist(f *testing.F) {
 	f.Add("https://**.openai.com/v1/**", "https://api.openai.com/v1/chat")
 	f.Add("http://127.0.0.1:*/**/x/*", "http://127.0.0.1:80/a/b/x/y")
@@ -460,9 +407,6 @@ func FuzzAllowlist(f *testing.F) {
 			if s == "." || s == ".." || strings.ContainsAny(s, `/\`) {
 				t.Fatalf("allowed %q with segment %q", rawURL, s)
 			}
-		}
-		if !secRefSegments(a.patterns[0].path, n.segs) {
-			t.Fatalf("matchSegments and the reference disagree on %q / %q", pattern, rawURL)
 		}
 	})
 }
