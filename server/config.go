@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/durastream/durastream/auth"
 	"github.com/durastream/durastream/fetch"
 )
 
@@ -46,6 +47,13 @@ type Config struct {
 	// CompressMinBytes is the smallest read response that is compressed
 	// when the client accepts gzip or zstd. Default 1 KiB; negative disables.
 	CompressMinBytes int64
+	// Auth decides who may do what to which stream (package auth); nil or
+	// one without token verification: everything is allowed.
+	Auth *auth.Authenticator
+	// OpenOps serves /health and /metrics without a token even when Auth
+	// verifies tokens (otherwise they need a token with "ops": true; see
+	// OpsHandler for a separate open listener).
+	OpenOps bool
 	// Logger receives request errors and lifecycle logs. Default: discard.
 	Logger *slog.Logger
 

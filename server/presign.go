@@ -7,29 +7,19 @@ package server
 // (SHA-256 digests of both sides through subtle.ConstantTimeCompare, so not
 // even the length leaks).
 //
-// Pre-signed URLs: {proxy-url}/{id}?expires={unix seconds}&signature={sig}
-// where
-//
-//	key = HMAC-SHA256(secret, "durastream/proxy/presign/v1")
-//	sig = base64url(HMAC-SHA256(key, id + "." + expires))   (no padding)
-//
-// The signing key is derived from the secret (an HKDF-Expand-style single
-// HMAC step with a fixed label) rather than being the secret itself, so a
-// signature is never an HMAC under the very string that grants service
-// access, and a later scheme can use another label. Verification
-// recomputes the MAC and compares it with hmac.Equal (constant time); the
-// signature is checked before the expiry, so an expired URL answers
-// SIGNATURE_EXPIRED only when it was genuine, and a tampered one (id,
-// expires or signature) always answers SIGNATURE_INVALID.
+// Pre-signed URLs: {proxy-url}/{id}?expires={unix seconds}&signature={sig},
+// signed with auth.URLSigner (label "durastream/proxy/presign/v1", subject
+// the stream id): an expired URL answers SIGNATURE_EXPIRED only when it was
+// genuine, and a tampered one (id, expires or signature) always answers
+// SIGNATURE_INVALID.
 
 import (
-	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/base64"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/durastream/durastream/auth"
 )
 
 // presignLabel names the key derived from the proxy secret for signing.
@@ -38,28 +28,16 @@ const presignLabel = "durastream/proxy/presign/v1"
 // signer issues and verifies pre-signed proxy URLs and checks the service
 // secret.
 type signer struct {
-	key          []byte   // HMAC key for URL signatures, derived from the secret
+	urls         *auth.URLSigner
 	secretDigest [32]byte // SHA-256 of the service secret
 }
 
 func newSigner(secret string) *signer {
-	m := hmac.New(sha256.New, []byte(secret))
-	m.Write([]byte(presignLabel))
-	return &signer{key: m.Sum(nil), secretDigest: sha256.Sum256([]byte(secret))}
+	return &signer{urls: auth.NewURLSigner([]byte(secret), presignLabel), secretDigest: sha256.Sum256([]byte(secret))}
 }
 
 // sign returns the signature of stream id until expires (unix seconds).
-func (s *signer) sign(id string, expires int64) string {
-	return base64.RawURLEncoding.EncodeToString(s.mac(id, strconv.FormatInt(expires, 10)))
-}
-
-func (s *signer) mac(id, expires string) []byte {
-	m := hmac.New(sha256.New, s.key)
-	m.Write([]byte(id))
-	m.Write([]byte{'.'})
-	m.Write([]byte(expires))
-	return m.Sum(nil)
-}
+func (s *signer) sign(id string, expires int64) string { return s.urls.Sign(id, expires) }
 
 // authFailure is a 401 with its section-11 code.
 type authFailure struct {
@@ -76,23 +54,14 @@ var (
 
 // verify checks a pre-signed URL's parameters for stream id at now.
 func (s *signer) verify(id, expires, signature string, now time.Time) *authFailure {
-	// The encoded signatures are compared, not the decoded MACs: base64
-	// decoders ignore the unused low bits of the last character, so one MAC
-	// has several spellings, and only the one issued is valid. The MAC
-	// covers expires exactly as sent; only canonical decimals were ever
-	// signed, so any other spelling fails here too.
-	want := base64.RawURLEncoding.EncodeToString(s.mac(id, expires))
-	if !hmac.Equal([]byte(signature), []byte(want)) {
-		return errSignatureInvalid
-	}
-	exp, ok := parseDecimal(expires, 1<<62)
-	if !ok {
-		return errSignatureInvalid
-	}
-	if now.Unix() >= int64(exp) {
+	switch s.urls.Verify(id, expires, signature, now) {
+	case nil:
+		return nil
+	case auth.ErrSignatureExpired:
 		return errSignatureExpired
+	default:
+		return errSignatureInvalid
 	}
-	return nil
 }
 
 // secretOK compares a presented service secret in constant time.

@@ -57,18 +57,22 @@ func TestProxyPresignRoundTrip(t *testing.T) {
 }
 
 // TestProxyPresignConstantTime checks, in the source, that signatures are
-// compared with hmac.Equal and the service secret with
-// subtle.ConstantTimeCompare, and that presign.go compares no strings or
+// compared with hmac.Equal (auth/signedurl.go) and the service secret with
+// subtle.ConstantTimeCompare, and that neither file compares strings or
 // byte slices otherwise (==, !=, bytes.Equal, strings.EqualFold on a
 // credential would leak timing).
 func TestProxyPresignConstantTime(t *testing.T) {
 	fset := token.NewFileSet()
-	f, err := parser.ParseFile(fset, "presign.go", nil, 0)
-	if err != nil {
-		t.Fatal(err)
+	var decls []ast.Decl
+	for _, name := range []string{"presign.go", "../auth/signedurl.go"} {
+		f, err := parser.ParseFile(fset, name, nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		decls = append(decls, f.Decls...)
 	}
 	calls := map[string]map[string]bool{} // function -> "pkg.Func" called
-	for _, d := range f.Decls {
+	for _, d := range decls {
 		fd, ok := d.(*ast.FuncDecl)
 		if !ok || fd.Body == nil {
 			continue
@@ -98,15 +102,15 @@ func TestProxyPresignConstantTime(t *testing.T) {
 			return true
 		})
 	}
-	if !calls["verify"]["hmac.Equal"] {
-		t.Error("verify does not compare signatures with hmac.Equal")
+	if !calls["Verify"]["hmac.Equal"] {
+		t.Error("auth.URLSigner.Verify does not compare signatures with hmac.Equal")
 	}
 	if !calls["secretOK"]["subtle.ConstantTimeCompare"] {
 		t.Error("secretOK does not use subtle.ConstantTimeCompare")
 	}
 	for fn, c := range calls {
 		for _, bad := range []string{"bytes.Equal", "strings.EqualFold", "strings.Compare", "bytes.Compare"} {
-			if c[bad] && (fn == "verify" || fn == "secretOK" || fn == "serviceAuth" || fn == "presignedAuth") {
+			if c[bad] && (fn == "verify" || fn == "Verify" || fn == "secretOK" || fn == "serviceAuth" || fn == "presignedAuth") {
 				t.Errorf("%s calls %s", fn, bad)
 			}
 		}

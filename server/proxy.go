@@ -528,9 +528,7 @@ func (w *proxyWriter) WriteHeader(code int) {
 	if !w.sse {
 		h.Set("Content-Type", proxyStreamType)
 	}
-	if cc := h.Get("Cache-Control"); strings.HasPrefix(cc, "public") {
-		h.Set("Cache-Control", "private"+strings.TrimPrefix(cc, "public"))
-	}
+	privateCache(h)
 	if ct := w.f.ContentType(); ct != "" {
 		h.Set(hUpstreamContentType, ct)
 	}

@@ -106,11 +106,15 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case path == "/health":
 		op = "health"
-		s.handleHealth(rec, r)
+		if s.authorizeOps(rec, r) {
+			s.handleHealth(rec, r)
+		}
 		return
 	case path == "/metrics":
 		op = "metrics"
-		s.handleMetrics(rec, r)
+		if s.authorizeOps(rec, r) {
+			s.handleMetrics(rec, r)
+		}
 		return
 	case s.proxy != nil && isProxyPath(path):
 		op = "proxy"
@@ -135,6 +139,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	name, err := s.streamPath(r)
 	if err != nil {
 		s.writeError(rec, r, err)
+		return
+	}
+	if !s.authorize(rec, r, name) {
+		op = "refused"
 		return
 	}
 	switch r.Method {
@@ -190,30 +198,36 @@ func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {
 	io.WriteString(w, "{\"status\":\"ok\"}\n")
 }
 
-// statusRecorder remembers the status for metrics and passes Flush through.
+// statusRecorder remembers the status for metrics, keeps responses that
+// needed a credential out of shared caches, and passes Flush through.
 type statusRecorder struct {
 	http.ResponseWriter
-	status int
+	status  int
+	private bool // the request needed a credential (auth.go)
+}
+
+// begin runs once, before the response's header is sent.
+func (r *statusRecorder) begin(code int) {
+	if r.status == 0 {
+		r.status = code
+		if r.private {
+			privateCache(r.Header())
+		}
+	}
 }
 
 func (r *statusRecorder) WriteHeader(code int) {
-	if r.status == 0 {
-		r.status = code
-	}
+	r.begin(code)
 	r.ResponseWriter.WriteHeader(code)
 }
 
 func (r *statusRecorder) Write(b []byte) (int, error) {
-	if r.status == 0 {
-		r.status = http.StatusOK
-	}
+	r.begin(http.StatusOK)
 	return r.ResponseWriter.Write(b)
 }
 
 func (r *statusRecorder) Flush() {
-	if r.status == 0 {
-		r.status = http.StatusOK
-	}
+	r.begin(http.StatusOK)
 	if f, ok := r.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
 	}

@@ -30,6 +30,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/durastream/durastream/auth"
 	"github.com/durastream/durastream/engine"
 	"github.com/durastream/durastream/fetch"
 	"github.com/durastream/durastream/gctune"
@@ -104,6 +105,8 @@ type serveFlags struct {
 	fetchMaxResponse         int64
 	fetchMaxConcurrent       int
 	fetchTrustForwardedProto bool
+
+	auth authFlags
 }
 
 // patternList is a repeatable flag: each use (or each comma- or
@@ -162,6 +165,7 @@ func parseServeFlags(args []string) (*serveFlags, error) {
 	fs.IntVar(&f.fetchMaxConcurrent, "fetch-max-concurrent", 256, "most upstream fetches running at once (more: 503)")
 	fs.BoolVar(&f.fetchTrustForwardedProto, "fetch-trust-forwarded-proto", false, "durablefetch API: take the upstream scheme from X-Forwarded-Proto (only behind a TLS-terminating proxy that sets it)")
 	fs.StringVar(&f.proxyBaseURL, "proxy-base-url", "", "public URL of /v1/proxy for Location headers behind a reverse proxy, e.g. https://api.example.com/v1/proxy (default: from the request)")
+	f.auth.register(fs)
 	fs.BoolVar(&f.bufferedLarge, "buffered-large-appends", false, "write large appends through the page cache, not O_DIRECT (live readers of big appends read memory, at more CPU per byte)")
 	// The environment supplies defaults; explicit flags override them.
 	var envErr error
@@ -249,6 +253,24 @@ func serve(args []string) error {
 		bodyBudget = max(bodyBudget, server.MinInflightBodyBytes(f.maxAppend))
 	}
 	log.Info("memory", "go_memory_limit", memLimit, "limit_from", limitFrom, "max_inflight_body_bytes", bodyBudget)
+	authCfg, err := f.auth.config(log)
+	if err != nil {
+		return err
+	}
+	if err := f.auth.checkExposure(authCfg, map[string]string{"addr": f.addr, "fetch-addr": f.fetchAddr}); err != nil {
+		return err
+	}
+	authn, err := auth.New(authCfg)
+	if err != nil {
+		return err
+	}
+	defer authn.Close()
+	if authCfg.Enabled() {
+		log.Info("access control on", "hmac", len(authCfg.HMACSecret) > 0, "jwks", authCfg.JWKSURL+authCfg.JWKSFile,
+			"anonymous", []string(f.auth.anonymous), "signed_urls", authn.SignedURLs(), "ops_addr", f.auth.opsAddr)
+	} else {
+		log.Warn("access control off: every caller may create, append to and delete every stream")
+	}
 	eng, err := engine.Open(f.dataDir, &engine.Options{Durability: engine.Durability(f.durability), Logger: log,
 		MaxPathLen: f.maxPathBytes, BufferedLargeAppends: f.bufferedLarge,
 		CheckpointInterval: f.ckptInterval, CheckpointBytes: f.ckptBytes})
@@ -292,6 +314,8 @@ func serve(args []string) error {
 		// than when the runtime gets to it (minutes, on an idle server).
 		AfterBodyBurst: releaseMemory,
 
+		Auth: authn,
+
 		Proxy: server.ProxyConfig{Manager: proxyManager(fetches, f), Secret: f.proxySecret,
 			URLTTL: f.proxyURLTTL, BaseURL: f.proxyBaseURL},
 	})
@@ -308,6 +332,9 @@ func serve(args []string) error {
 	ln = server.PrepareHTTPServer(hs, ln) // messages in net/http's own answers
 	if f.pprofAddr != "" {
 		go servePprof(f.pprofAddr, log)
+	}
+	if f.auth.opsAddr != "" {
+		go serveOps(f.auth.opsAddr, srv, log)
 	}
 	// The durablefetch API, at the root of its own listener.
 	var dfetch *server.DurableFetch

@@ -297,9 +297,15 @@ func cleanEnv() []string {
 // startServer runs the binary and waits for it to log its address.
 func startServer(t *testing.T, bin string, args ...string) *child {
 	t.Helper()
+	return startServerEnv(t, bin, nil, args...)
+}
+
+// startServerEnv is startServer with more environment variables.
+func startServerEnv(t *testing.T, bin string, env []string, args ...string) *child {
+	t.Helper()
 	c := &child{log: &logWatcher{addr: make(chan string, 1)}, done: make(chan error, 1)}
 	c.cmd = exec.Command(bin, args...)
-	c.cmd.Env = cleanEnv()
+	c.cmd.Env = append(cleanEnv(), env...)
 	c.cmd.Stderr = c.log
 	c.cmd.Stdout = c.log
 	if err := c.cmd.Start(); err != nil {
@@ -476,6 +482,13 @@ func TestCommandLineErrors(t *testing.T) {
 		{"bad log level", []string{"--log-level", "loud"}, 1, "log level"},
 		{"tls half", []string{"--tls-cert", "x.pem"}, 1, "tls"},
 		{"help", []string{"serve", "-h"}, 0, "-addr"},
+		{"open on every interface", []string{"serve", "--addr", ":0", "--durability", "memory"}, 1, "--allow-anonymous"},
+		{"open on a LAN address", []string{"serve", "--addr", "0.0.0.0:0", "--durability", "memory"}, 1, "no access control is configured"},
+		{"open fetch door", []string{"serve", "--addr", "127.0.0.1:0", "--fetch-addr", "[::]:0", "--durability", "memory"}, 1, "--fetch-addr"},
+		{"short hmac secret", []string{"serve", "--addr", "127.0.0.1:0", "--auth-hmac-secret", "short", "--durability", "memory"}, 1, "at least 32 bytes"},
+		{"bad anonymous grant", []string{"serve", "--addr", "127.0.0.1:0", "--auth-hmac-secret", strings.Repeat("s", 32), "--anonymous", "write:**", "--durability", "memory"}, 1, "unknown operation"},
+		{"anonymous without auth", []string{"serve", "--addr", "127.0.0.1:0", "--anonymous", "read:**", "--durability", "memory"}, 1, "restricts nothing"},
+		{"unreachable jwks", []string{"serve", "--addr", "127.0.0.1:0", "--auth-jwks-url", "http://127.0.0.1:1/jwks.json", "--durability", "memory"}, 1, "JWKS"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

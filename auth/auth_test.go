@@ -1,0 +1,255 @@
+package auth
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+type edKey struct {
+	kid  string
+	priv ed25519.PrivateKey
+	pub  ed25519.PublicKey
+}
+
+func newEdKey(t *testing.T, kid string) edKey {
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return edKey{kid, priv, pub}
+}
+
+func (k edKey) jwk() map[string]any {
+	return map[string]any{"kty": "OKP", "crv": "Ed25519", "kid": k.kid, "alg": "EdDSA", "use": "sig",
+		"x": base64.RawURLEncoding.EncodeToString(k.pub)}
+}
+
+func (k edKey) sign(t *testing.T, ds map[string]any) string {
+	tok := jwt.NewWithClaims(jwt.SigningMethodEdDSA, jwt.MapClaims{"exp": time.Now().Add(time.Hour).Unix(), "ds": ds})
+	tok.Header["kid"] = k.kid
+	s, err := tok.SignedString(k.priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// jwksServer serves a key set the test changes, or fails.
+type jwksServer struct {
+	mu   sync.Mutex
+	keys []edKey
+	down bool
+	srv  *httptest.Server
+}
+
+func newJWKSServer(keys ...edKey) *jwksServer {
+	j := &jwksServer{keys: keys}
+	j.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		j.mu.Lock()
+		defer j.mu.Unlock()
+		if j.down {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		var set []any
+		for _, k := range j.keys {
+			set = append(set, k.jwk())
+		}
+		json.NewEncoder(w).Encode(map[string]any{"keys": set})
+	}))
+	return j
+}
+
+func (j *jwksServer) set(down bool, keys ...edKey) {
+	j.mu.Lock()
+	j.keys, j.down = keys, down
+	j.mu.Unlock()
+}
+
+// syncBuf is a log destination the refresh goroutine writes to.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !cond(); {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within 5 s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestJWKSRotation: a key added to the set is accepted after a refresh, a
+// removed one stops being accepted (even though a token signed with it was
+// cached), and an unreachable JWKS URL keeps the last good set and logs.
+func TestJWKSRotation(t *testing.T) {
+	a1, b := newEdKey(t, "a1"), newEdKey(t, "b")
+	js := newJWKSServer(a1)
+	defer js.srv.Close()
+	logs := &syncBuf{}
+	au, err := New(Config{JWKSURL: js.srv.URL, JWKSRefresh: 50 * time.Millisecond,
+		Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer au.Close()
+	ds := map[string]any{"read": []string{"x"}}
+	ta, tb := a1.sign(t, ds), b.sign(t, ds)
+	if _, err := au.Verify(ta); err != nil {
+		t.Fatalf("key a1: %v", err)
+	}
+	if _, err := au.Verify(tb); err != errUnknownKey {
+		t.Fatalf("key b before it is published: %v", err)
+	}
+	js.set(false, a1, b)
+	eventually(t, "key b accepted after a refresh", func() bool { _, err := au.Verify(tb); return err == nil })
+	js.set(false, b)
+	eventually(t, "key a1 refused after its removal", func() bool { _, err := au.Verify(ta); return err == errUnknownKey })
+
+	js.set(true, b)
+	eventually(t, "the failed refresh is logged", func() bool { return strings.Contains(logs.String(), "JWKS refresh failed") })
+	if _, err := au.Verify(tb); err != nil {
+		t.Fatalf("the last good set was dropped when the URL failed: %v", err)
+	}
+	js.srv.Close() // unreachable
+	time.Sleep(150 * time.Millisecond)
+	if _, err := au.Verify(b.sign(t, ds)); err != nil {
+		t.Fatalf("unreachable JWKS: the last good set is not kept: %v", err)
+	}
+}
+
+func TestJWKSStartFails(t *testing.T) {
+	js := newJWKSServer()
+	js.set(true)
+	defer js.srv.Close()
+	if _, err := New(Config{JWKSURL: js.srv.URL}); err == nil {
+		t.Fatal("New succeeded without a key set")
+	}
+}
+
+// TestVerifyCache: a verified token is answered from the cache; an
+// expired one is not.
+func TestVerifyCache(t *testing.T) {
+	now := time.Now()
+	secret := []byte(strings.Repeat("s", 32))
+	au, err := New(Config{HMACSecret: secret, Leeway: time.Second, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tok, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"exp": now.Add(time.Minute).Unix(),
+		"ds": map[string]any{"append": []string{"logs/**"}}}).SignedString(secret)
+	g, err := au.Verify(tok)
+	if err != nil || !g.Allows(OpAppend, "logs/a/b") || g.Allows(OpRead, "logs/a") {
+		t.Fatalf("verify: %v", err)
+	}
+	if c, ok := au.cache.Load(tok); !ok || c.grants != g {
+		t.Fatal("not cached")
+	}
+	g2, _ := au.Verify(tok)
+	if g2 != g {
+		t.Fatal("a cached token was verified again")
+	}
+	now = now.Add(2 * time.Minute)
+	if _, err := au.Verify(tok); err != errExpired {
+		t.Fatalf("after exp: %v", err)
+	}
+}
+
+func TestGrants(t *testing.T) {
+	g, err := ParseClaim([]byte(`{"read":["chats/*","/pub/**"],"create":["__ds/x/*"],"delete":["**"]}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		op   Op
+		path string
+		want bool
+	}{
+		{OpRead, "chats/1", true}, {OpRead, "chats/1/2", false}, {OpRead, "chats", false},
+		{OpRead, "pub", true}, {OpRead, "pub/a/b", true}, {OpAppend, "chats/1", false},
+		{OpDelete, "anything/at/all", true}, {OpDelete, "__ds/x/1", false},
+		{OpCreate, "__ds/x/1", true},
+	} {
+		if got := g.Allows(c.op, c.path); got != c.want {
+			t.Errorf("%s %s: %v", c.op, c.path, got)
+		}
+	}
+	for _, bad := range []string{`{"read":["a/../b"]}`, `{"read":["a//b"]}`, `{"read":["a%2Fb"]}`, `{"reed":["a"]}`, `{"read":"a"}`, `{"read":["a**"]}`} {
+		if _, err := ParseClaim([]byte(bad)); err == nil {
+			t.Errorf("accepted %s", bad)
+		}
+	}
+	var c Claim
+	for _, bad := range []string{"read", "write:a", "read:", "read:a/../b"} {
+		if err := c.ParseGrantFlag(bad); err == nil {
+			t.Errorf("grant flag %q accepted", bad)
+		}
+	}
+}
+
+// FuzzToken: token verification and claim parsing never panic, and only
+// a token signed with the secret verifies.
+func FuzzToken(f *testing.F) {
+	secret := []byte(strings.Repeat("k", 32))
+	good, _ := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"exp": 4102444800, "ds": map[string]any{"read": []string{"a/*"}}}).SignedString(secret)
+	f.Add(good)
+	f.Add("eyJhbGciOiJub25lIn0.e30.")
+	f.Add("a.b.c")
+	au, err := New(Config{HMACSecret: secret})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, tok string) {
+		g, err := au.Verify(tok)
+		// The signature covers header.payload: nothing else verifies.
+		if i := strings.LastIndexByte(tok, '.'); err == nil && (i < 0 || !strings.HasPrefix(good, tok[:i+1])) {
+			t.Fatalf("forged token verified: %q", tok)
+		}
+		_ = g.Allows(OpRead, "a/b")
+	})
+}
+
+// FuzzGrants: claim parsing and matching never panic; a granted path is
+// never in __ds unless a pattern spells __ds out.
+func FuzzGrants(f *testing.F) {
+	f.Add(`{"read":["a/*","**"],"append":["x/**/y"]}`, "a/b")
+	f.Add(`{"delete":["**"]}`, "__ds/x")
+	f.Fuzz(func(t *testing.T, claim, path string) {
+		g, err := ParseClaim([]byte(claim))
+		if err != nil {
+			return
+		}
+		for op := range numOps {
+			if g.Allows(op, path) && (path == "__ds" || strings.HasPrefix(path, "__ds/")) && !strings.Contains(claim, "__ds") {
+				t.Fatalf("%s granted on %q by %s", op, path, claim)
+			}
+		}
+	})
+}
