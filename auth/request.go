@@ -89,13 +89,7 @@ func (a *Authenticator) Check(r *http.Request, needs ...Need) Decision {
 	if !a.Enabled() {
 		return Decision{Public: true}
 	}
-	public := true
-	for _, n := range needs {
-		if !a.anonymous.Allows(n.Op, n.Path) {
-			public = false
-			break
-		}
-	}
+	public := a.anonymousAllows(needs)
 	c, ok := presented(r)
 	if !ok {
 		if public {
@@ -109,7 +103,36 @@ func (a *Authenticator) Check(r *http.Request, needs ...Need) Decision {
 	if c.signed {
 		return a.checkSigned(c, needs, public)
 	}
-	g, err := a.Verify(c.token)
+	return a.checkToken(c.token, needs, public)
+}
+
+// CheckToken decides a request that presents token (empty: none) in a
+// place of the caller's choosing and needs all of needs.
+func (a *Authenticator) CheckToken(token string, needs ...Need) Decision {
+	if !a.Enabled() {
+		return Decision{Public: true}
+	}
+	public := a.anonymousAllows(needs)
+	if token == "" {
+		if public {
+			return Decision{Public: true}
+		}
+		return Decision{Status: http.StatusUnauthorized, Reason: errMissing.Reason}
+	}
+	return a.checkToken(token, needs, public)
+}
+
+func (a *Authenticator) anonymousAllows(needs []Need) bool {
+	for _, n := range needs {
+		if !a.anonymous.Allows(n.Op, n.Path) {
+			return false
+		}
+	}
+	return true
+}
+
+func (a *Authenticator) checkToken(token string, needs []Need, public bool) Decision {
+	g, err := a.Verify(token)
 	if err != nil {
 		return Decision{Status: http.StatusUnauthorized, Reason: err.(*Error).Reason}
 	}

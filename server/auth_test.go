@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/durastream/durastream/auth"
 	"github.com/durastream/durastream/engine"
+	"github.com/durastream/durastream/server"
 	"github.com/golang-jwt/jwt/v5"
 )
 
@@ -307,4 +310,58 @@ func TestAuthBrowserAndCache(t *testing.T) {
 	want(t, h.do("GET", "/health", nil), 401, "health without a token")
 	want(t, h.do("GET", "/metrics", nil, "Authorization", "Bearer "+reader), 403, "metrics without ops")
 	want(t, h.do("GET", "/metrics", nil, "Authorization", "Bearer "+admin), 200, "metrics with ops")
+}
+
+// TestAuthDurableFetch: with access control on, the durablefetch door
+// needs a token granting "fetch" on the upstream host/path in
+// Durable-Fetch-Token, which never goes upstream; /in-progress and /delete
+// too.
+func TestAuthDurableFetch(t *testing.T) {
+	a, err := auth.New(auth.Config{HMACSecret: []byte(testHMACSecret)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a.Close)
+	up := newDFUpstream(t, false, 3, nil)
+	h := newDFHarness(t, dfOptions{config: func(c *server.DurableFetchConfig) { c.Auth = a }})
+	host := strings.TrimPrefix(up.ts.URL, "http://")
+	tok := func(paths ...string) http.Header {
+		return http.Header{"Durable-Fetch-Token": {hs(t, testHMACSecret, claims(map[string]any{"fetch": paths}, func(c jwt.MapClaims) { delete(c, "aud") }))}}
+	}
+	for _, c := range []struct {
+		name   string
+		hdr    http.Header
+		status int
+	}{
+		{"no token", nil, 401},
+		{"bad token", http.Header{"Durable-Fetch-Token": {"junk"}}, 401},
+		{"token in Authorization only", http.Header{"Authorization": tok(host + "/**")["Durable-Fetch-Token"]}, 401},
+		{"grant for another host", tok("example.com/**"), 403},
+		{"grant for another path", tok(host + "/other/*"), 403},
+		{"granted", tok(host + "/sse/*"), 200},
+	} {
+		resp := h.do(nil, "GET", h.url(up, "/sse/1"), nil, c.hdr)
+		io.ReadAll(resp.Body)
+		if resp.StatusCode != c.status {
+			t.Errorf("%s: %d, want %d", c.name, resp.StatusCode, c.status)
+		}
+		if c.status == 401 && !strings.HasPrefix(resp.Header.Get("WWW-Authenticate"), "Bearer") {
+			t.Errorf("%s: WWW-Authenticate %q", c.name, resp.Header.Get("WWW-Authenticate"))
+		}
+	}
+	if n := up.calls.Load(); n != 1 {
+		t.Errorf("the upstream was called %d times; refused requests must not reach it", n)
+	}
+	if req, _ := up.lastRequest(); req.Header.Get("Durable-Fetch-Token") != "" {
+		t.Error("the token went upstream")
+	}
+	body, _ := json.Marshal(map[string]string{"url": up.ts.URL + "/sse/1"})
+	if st, _ := h.post("/in-progress", string(body)); st != 401 {
+		t.Errorf("/in-progress without a token: %d", st)
+	}
+	resp := h.do(nil, "POST", h.ts.URL+"/delete", body, tok(host+"/sse/*"))
+	io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Errorf("/delete with a token: %d", resp.StatusCode)
+	}
 }

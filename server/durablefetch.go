@@ -35,6 +35,12 @@ package server
 //     a complete body. /in-progress then says inProgress false, completed
 //     false.
 //
+// With access control on (DurableFetchConfig.Auth), every request needs a
+// token granting "fetch" on the upstream host[:port]/path, sent in the
+// Durable-Fetch-Token header (Authorization goes upstream); the npm
+// client's fetch(url, {headers}) can send it, its isInProgress and delete
+// cannot (they send no headers), so with access control on they answer 401.
+//
 // Beyond durablefetch: every response names its fetch (Durable-Fetch-Id)
 // and the byte offset its body starts at (Durable-Fetch-Offset); a request
 // with Durable-Fetch-Offset: N resumes the body at byte N instead of
@@ -53,6 +59,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/durastream/durastream/auth"
 	"github.com/durastream/durastream/engine"
 	"github.com/durastream/durastream/fetch"
 )
@@ -77,6 +84,11 @@ type DurableFetchConfig struct {
 	MaxReaders int
 	// ReadChunkBytes is the most stored bytes one write sends. Default 1 MiB.
 	ReadChunkBytes int64
+	// Auth, when it verifies tokens, requires a token granting "fetch" on
+	// the upstream host[:port]/path, in the Durable-Fetch-Token header
+	// (Authorization belongs to the upstream), for fetches, /in-progress
+	// and /delete.
+	Auth *auth.Authenticator
 	Logger         *slog.Logger
 }
 
@@ -109,6 +121,9 @@ const (
 	// HeaderDurableFetchOffset, on a request, is the byte offset to resume
 	// the body at; on a response, the offset its body starts at.
 	HeaderDurableFetchOffset = "Durable-Fetch-Offset"
+	// HeaderDurableFetchToken carries the caller's bearer token when
+	// access control is on; it never goes upstream.
+	HeaderDurableFetchToken = "Durable-Fetch-Token"
 )
 
 // DurableFetch serves the durablefetch API over a fetch.Manager.
@@ -340,6 +355,9 @@ func (d *DurableFetch) handleFetch(w http.ResponseWriter, r *http.Request, targe
 		dfError(w, r, http.StatusBadRequest, err.Error())
 		return
 	}
+	if !d.authorize(w, r, u) {
+		return
+	}
 	var from int64
 	if v := r.Header.Get(HeaderDurableFetchOffset); v != "" {
 		n, ok := parseDecimal(v, maxSafeInt)
@@ -382,6 +400,7 @@ func (d *DurableFetch) handleFetch(w http.ResponseWriter, r *http.Request, targe
 func upstreamHeader(in http.Header) http.Header {
 	h := in.Clone()
 	h.Del(HeaderDurableFetchOffset)
+	h.Del(HeaderDurableFetchToken)
 	return h
 }
 
@@ -583,7 +602,31 @@ func (d *DurableFetch) urlOfBody(w http.ResponseWriter, r *http.Request) (string
 		dfError(w, r, http.StatusBadRequest, err.Error())
 		return "", false
 	}
+	u, err := url.Parse(key)
+	if err != nil {
+		dfError(w, r, http.StatusBadRequest, "malformed upstream URL "+quoteInput(key))
+		return "", false
+	}
+	if !d.authorize(w, r, u) {
+		return "", false
+	}
 	return key, true
+}
+
+// authorize checks the caller's grant of "fetch" on the upstream URL
+// (host[:port]/path, as sent); false means it was answered.
+func (d *DurableFetch) authorize(w http.ResponseWriter, r *http.Request, u *url.URL) bool {
+	if !d.cfg.Auth.Enabled() {
+		return true
+	}
+	dec := d.cfg.Auth.CheckToken(r.Header.Get(HeaderDurableFetchToken),
+		auth.Need{Op: auth.OpFetch, Path: u.Host + u.EscapedPath()})
+	if dec.Allowed() {
+		return true
+	}
+	auth.WriteChallenge(w.Header(), dec)
+	dfError(w, r, dec.Status, dec.Reason)
+	return false
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

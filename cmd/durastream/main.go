@@ -347,7 +347,7 @@ func serve(args []string) error {
 			return fmt.Errorf("--fetch-addr: %w", err)
 		}
 		dfetch = server.NewDurableFetch(fetches, eng, server.DurableFetchConfig{
-			TrustForwardedProto: f.fetchTrustForwardedProto, Logger: log})
+			TrustForwardedProto: f.fetchTrustForwardedProto, Auth: authn, Logger: log})
 		fhs = newHTTPServer(dfetch, f, log)
 		fln = server.PrepareHTTPServer(fhs, fln)
 	}
