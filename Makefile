@@ -8,7 +8,9 @@
 #                     real durastream serve
 #   make vet          go vet ./...
 #   make unit         go test -race -count=1 ./...
-#   make conformance  conformance/run.sh with --durability sync, then memory
+#   make conformance  conformance/run.sh with --durability sync, then memory,
+#                     then with access control on (CONFORMANCE_AUTH=anonymous,
+#                     then token: every request through a token-adding proxy)
 #   make build        ./durastream
 #   make run          go run ./cmd/durastream $(ARGS)
 #   make bench        engine benchmarks, one iteration each (BENCHTIME=1x)
@@ -52,6 +54,10 @@ conformance: deps
 	for d in sync memory; do \
 	  echo "=== conformance (durability=$$d) ==="; \
 	  CONFORMANCE_SUMMARY_FILE="$$summary" bash conformance/run.sh "" "$$d" || { echo "conformance (durability=$$d) FAILED"; rc=1; }; \
+	done; \
+	for a in anonymous token; do \
+	  echo "=== conformance (auth=$$a, durability=memory) ==="; \
+	  CONFORMANCE_AUTH=$$a CONFORMANCE_SUMMARY_FILE="$$summary" bash conformance/run.sh "" memory || { echo "conformance (auth=$$a) FAILED"; rc=1; }; \
 	done; \
 	awk '{p+=$$1; f+=$$2; s+=$$3} END {printf "conformance-total: %d passed, %d failed, %d skipped\n", p, f, s}' "$$summary"; \
 	exit $$rc

@@ -12,6 +12,12 @@
 # Environment:
 #   CONFORMANCE_TIMEOUT       wall-clock limit for the vitest run, seconds (default 1500)
 #   CONFORMANCE_SUMMARY_FILE  if set, "PASSED FAILED SKIPPED" is appended to it
+#   CONFORMANCE_AUTH          run the server we start with access control on:
+#                             "anonymous" grants every operation on ** to
+#                             anonymous callers (--anonymous all:**);
+#                             "token" grants nothing anonymously and puts
+#                             auth-proxy.mjs, which adds an admin token to
+#                             every request, between the suite and the server
 #
 # Prints "conformance: N passed, M failed, K skipped" after the suite.
 # Exit status: vitest's (non-zero also if the durability check fails or the
@@ -39,9 +45,37 @@ persist_check=0
 if [[ -z "$url" ]]; then
   tmp="$(mktemp -d "${TMPDIR:-/tmp}/durastream-conformance.XXXXXX")"
   build_server
-  start_server --long-poll-timeout 500ms
+  auth_flags=()
+  case "${CONFORMANCE_AUTH:-}" in
+    "") ;;
+    anonymous | token)
+      DURASTREAM_AUTH_HMAC_SECRET="conformance-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+      export DURASTREAM_AUTH_HMAC_SECRET # read by serve and by durastream token
+      admin="$("$tmp/durastream" token --grant all:** --ops --ttl 2h)"
+      health_curl_args="--oauth2-bearer $admin"
+      if [[ "$CONFORMANCE_AUTH" == anonymous ]]; then auth_flags=(--anonymous 'all:**'); fi
+      ;;
+    *) log "CONFORMANCE_AUTH=$CONFORMANCE_AUTH: want anonymous or token"; exit 2 ;;
+  esac
+  start_server --long-poll-timeout 500ms "${auth_flags[@]}"
   url="http://127.0.0.1:$server_port"
-  [[ "$durability" == "sync" ]] && persist_check=1
+  if [[ "${CONFORMANCE_AUTH:-}" == token ]]; then
+    # The proxy prints its port on its first line of output.
+    AUTH_TARGET="$url" AUTH_TOKEN="$admin" node "$here/auth-proxy.mjs" >"$tmp/auth-proxy.out" 2>&1 &
+    proxy_pid=$!
+    for ((i = 0; i < 50; i++)); do
+      proxy_port="$(head -n 1 "$tmp/auth-proxy.out" 2>/dev/null || true)"
+      [[ -n "$proxy_port" ]] && break
+      sleep 0.1
+    done
+    [[ -n "$proxy_port" ]] || { log "auth-proxy.mjs did not start"; exit 1; }
+    trap 'rc=$?; kill "$proxy_pid" 2>/dev/null; (exit $rc); cleanup' EXIT
+    # Without the proxy, a request must be refused.
+    status="$(curl -s -o /dev/null -w '%{http_code}' -X PUT -H 'Content-Type: text/plain' "$url/v1/stream/conformance-auth-probe")"
+    if [[ "$status" != 401 ]]; then log "without a token: PUT answered $status, want 401"; exit 1; fi
+    url="http://127.0.0.1:$proxy_port"
+  fi
+  [[ "$durability" == "sync" && -z "${CONFORMANCE_AUTH:-}" ]] && persist_check=1
 fi
 url="${url%/}"
 

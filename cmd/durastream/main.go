@@ -53,12 +53,18 @@ func main() {
 		err = benchCmd(args)
 	case "null-server":
 		err = nullServerCmd(args)
+	case "token":
+		err = tokenCmd(args)
+	case "sign-url":
+		err = signURLCmd(args)
 	case "version":
 		fmt.Println("durastream", version)
 	case "help":
-		fmt.Println("usage: durastream [serve] [flags]  (durastream serve -h lists the flags)")
+		fmt.Println("usage: durastream [serve] [flags]  (durastream serve -h lists the flags)\n" +
+			"       durastream token --grant OPS:PATTERN ...   an HS256 token (secret from $DURASTREAM_AUTH_HMAC_SECRET)\n" +
+			"       durastream sign-url --path STREAM          a signed read URL's query")
 	default:
-		err = fmt.Errorf("unknown command %q (want serve, bench, null-server, version or help)", cmd)
+		err = fmt.Errorf("unknown command %q (want serve, token, sign-url, bench, null-server, version or help)", cmd)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "durastream:", err)
