@@ -43,6 +43,10 @@ var (
 	// serverLog is the file holding the server's stdout and stderr.
 	serverLog string
 	streamSeq atomic.Int64
+	// serverBin is the durastream binary under test; authSecret the HS256
+	// secret of its access control (auth_test.go): streams under
+	// interop-go/ are granted to anonymous callers, the rest need a token.
+	serverBin, authSecret string
 )
 
 func TestMain(m *testing.M) { os.Exit(runMain(m)) }
@@ -77,6 +81,14 @@ func runMain(m *testing.M) (code int) {
 		return 2
 	}
 
+	serverBin = bin
+	authSecret = fmt.Sprintf("interop-go-%d-%d", time.Now().UnixNano(), os.Getpid())
+	opsToken, err := mintToken("--ops")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "interop:", err)
+		return 2
+	}
+
 	durability := os.Getenv("DURASTREAM_DURABILITY")
 	if durability == "" {
 		durability = "sync"
@@ -102,7 +114,9 @@ func runMain(m *testing.M) (code int) {
 		srv = exec.Command(bin, "serve",
 			"--addr", addr,
 			"--data-dir", filepath.Join(tmp, fmt.Sprintf("data-%d", attempt)),
-			"--durability", durability)
+			"--durability", durability,
+			"--anonymous", "all:interop-go/**")
+		srv.Env = append(os.Environ(), "DURASTREAM_AUTH_HMAC_SECRET="+authSecret)
 		srv.Dir = tmp
 		srv.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		srv.Stdout = logFile
@@ -114,7 +128,7 @@ func runMain(m *testing.M) (code int) {
 		proc = &serverProc{cmd: srv, done: make(chan struct{})}
 		go func(p *serverProc) { p.err = p.cmd.Wait(); close(p.done) }(proc)
 		baseURL = "http://" + addr
-		if err = waitHealthy(baseURL, proc, 20*time.Second); err == nil {
+		if err = waitHealthy(baseURL, opsToken, proc, 20*time.Second); err == nil {
 			break
 		}
 		fmt.Fprintf(os.Stderr, "interop: server did not become healthy on %s: %v\n", addr, err)
@@ -163,7 +177,18 @@ type serverProc struct {
 	err  error
 }
 
-func waitHealthy(base string, p *serverProc, limit time.Duration) error {
+// mintToken makes an HS256 token with `durastream token` and its flags.
+func mintToken(args ...string) (string, error) {
+	cmd := exec.Command(serverBin, append([]string{"token"}, args...)...)
+	cmd.Env = append(os.Environ(), "DURASTREAM_AUTH_HMAC_SECRET="+authSecret)
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("durastream token %v: %w", args, err)
+	}
+	return strings.TrimSpace(string(out)), nil
+}
+
+func waitHealthy(base, token string, p *serverProc, limit time.Duration) error {
 	deadline := time.Now().Add(limit)
 	c := &http.Client{Timeout: time.Second}
 	for time.Now().Before(deadline) {
@@ -172,7 +197,9 @@ func waitHealthy(base string, p *serverProc, limit time.Duration) error {
 			return fmt.Errorf("server exited early: %v", p.err)
 		default:
 		}
-		resp, err := c.Get(base + "/health")
+		req, _ := http.NewRequest("GET", base+"/health", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := c.Do(req)
 		if err == nil {
 			io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()

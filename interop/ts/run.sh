@@ -16,6 +16,11 @@
 #                                  and --proxy-allow 'http://127.0.0.1:*/**'.
 #                                  Unset with DURASTREAM_URL: the proxy tests
 #                                  are skipped
+#   DURASTREAM_AUTH_SECRET         the HS256 secret of the server's access
+#                                  control (auth.test.mjs); the server started
+#                                  here gets a random one and grants
+#                                  interop-ts/** to anonymous callers. Unset
+#                                  with DURASTREAM_URL: auth tests are skipped
 #   INTEROP_TIMEOUT                wall-clock limit for the node test run,
 #                                  seconds (default 300)
 #   Extra arguments for `node --test` can follow the durability, e.g.
@@ -53,7 +58,12 @@ url="${DURASTREAM_URL:-}"
 if [[ -z "$url" ]]; then
   build_server
   export DURASTREAM_PROXY_SECRET="${DURASTREAM_PROXY_SECRET:-interop-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')}"
-  start_server --proxy-secret "$DURASTREAM_PROXY_SECRET" --proxy-allow 'http://127.0.0.1:*/**'
+  # Access control on (auth.test.mjs); the other suites' streams are
+  # granted to anonymous callers.
+  export DURASTREAM_AUTH_SECRET="${DURASTREAM_AUTH_SECRET:-interop-$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')}"
+  health_curl_args="--oauth2-bearer $(DURASTREAM_AUTH_HMAC_SECRET="$DURASTREAM_AUTH_SECRET" "$tmp/durastream" token --ops)"
+  DURASTREAM_AUTH_HMAC_SECRET="$DURASTREAM_AUTH_SECRET" start_server --proxy-secret "$DURASTREAM_PROXY_SECRET" --proxy-allow 'http://127.0.0.1:*/**' \
+    --anonymous 'all:interop-ts/**'
   url="http://127.0.0.1:$server_port"
 fi
 url="${url%/}"
