@@ -7,7 +7,10 @@
 // a single event, a reader that leaves, replay + follow, the whole
 // response, completion, delete and refetch; then what durastream adds:
 // credentials and bodies reach the upstream, non-2xx is not kept, a failed
-// upstream is visible as a body error, offsets, CORS.
+// upstream is visible as a body error, offsets, CORS, and access control:
+// the server grants fetch of https://127.0.0.2:*/* (one path segment) to
+// anonymous callers; /private/... needs the token in DF_TOKEN, sent as
+// Durable-Fetch-Token through fetch's init headers.
 
 import { test, after } from 'node:test'
 import assert from 'node:assert/strict'
@@ -25,6 +28,7 @@ const df = new DurableFetchClient({ durablefetchHost: dfHost })
 const hits = new Map() // path?query -> requests
 const seen = new Map() // path?query -> { method, body, authorization }
 const cancelled = new Map() // path?query -> upstream responses closed before their end
+const tokensSeen = new Set() // path?query of requests that carried Durable-Fetch-Token
 const upstream = https.createServer(
   { cert: fs.readFileSync(process.env.UPSTREAM_CERT), key: fs.readFileSync(process.env.UPSTREAM_KEY) },
   async (req, res) => {
@@ -36,8 +40,10 @@ const upstream = https.createServer(
       body: Buffer.concat(chunks).toString(),
       authorization: req.headers.authorization ?? null,
     })
+    if (req.headers['durable-fetch-token'] !== undefined) tokensSeen.add(req.url)
     const u = new URL(req.url, 'https://upstream')
-    switch (u.pathname) {
+    // /private/... serves what /... does; only a token grants it (run.sh).
+    switch (u.pathname.replace(/^\/private\//, '/')) {
       case '/sse': {
         // durablefetch's /durablefetch-example-stream-sse, faster
         const n = Number(u.searchParams.get('n') ?? '5')
@@ -305,4 +311,27 @@ test('bad input to /in-progress is a 400 with a message', async () => {
   const res = await fetch(`https://${dfHost}/in-progress`, { method: 'POST', body: 'not json' })
   assert.equal(res.status, 400)
   assert.match(await res.text(), /url/)
+})
+
+test('access control: /private needs a token in Durable-Fetch-Token, which never reaches the upstream', async () => {
+  const url = `${origin}/private/sse?n=2&id=${run}`
+  const refused = await df.fetch(url)
+  assert.equal(refused.status, 401)
+  assert.match(refused.headers.get('www-authenticate') ?? '', /^Bearer/)
+  await refused.text()
+  const wrong = await df.fetch(url, { headers: { 'Durable-Fetch-Token': 'not-a-token' } })
+  assert.equal(wrong.status, 401)
+  await wrong.text()
+  assert.equal(hits.get(path(url)), undefined, 'refused requests never reach the upstream')
+
+  const res = await df.fetch(url, { headers: { 'Durable-Fetch-Token': process.env.DF_TOKEN } })
+  assert.equal(res.status, 200)
+  const r = await readEvents(res)
+  assert.deepEqual(r.events, [...numbers(2), '[DONE]'])
+  assert.equal(r.done, true)
+  assert.equal(hits.get(path(url)), 1)
+  assert.equal(tokensSeen.has(path(url)), false, 'the token went upstream')
+  // The client's isInProgress and delete send no headers: with access
+  // control on they are refused (a 401 the client reports as invalid JSON).
+  await assert.rejects(df.isInProgress(url), /invalid JSON/)
 })

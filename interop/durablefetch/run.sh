@@ -70,15 +70,20 @@ make_certs
 build_server
 fetch_port="$(free_port)"
 server_scheme=https
-health_curl_args="--cacert $tmp/tls/ca.pem"
+# Access control on: fetches of one-segment upstream paths are granted to
+# anonymous callers, /private/** needs a token (the last test).
+export DURASTREAM_AUTH_HMAC_SECRET="interop-df-$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')"
+health_curl_args="--cacert $tmp/tls/ca.pem --oauth2-bearer $("$tmp/durastream" token --ops)"
+DF_TOKEN="$("$tmp/durastream" token --grant 'fetch:127.0.0.2:*/private/**')"
 SSL_CERT_FILE="$tmp/tls/ca.pem" start_server \
   --tls-cert "$tmp/tls/server.pem" --tls-key "$tmp/tls/server.key" \
   --fetch-addr "127.0.0.1:$fetch_port" \
-  --proxy-allow 'https://127.0.0.2:*/**'
+  --proxy-allow 'https://127.0.0.2:*/**' \
+  --anonymous 'fetch:127.0.0.2:*/*'
 log "durablefetch API on https://127.0.0.1:$fetch_port"
 
 rc=0
-DF_HOST="127.0.0.1:$fetch_port" \
+DF_HOST="127.0.0.1:$fetch_port" DF_TOKEN="$DF_TOKEN" \
   UPSTREAM_CERT="$tmp/tls/upstream.pem" UPSTREAM_KEY="$tmp/tls/upstream.key" \
   NODE_EXTRA_CA_CERTS="$tmp/tls/ca.pem" \
   run_node_suite interop-durablefetch 120 30000 "$@" || rc=$?
