@@ -14,7 +14,8 @@
 #   make build        ./durastream
 #   make run          go run ./cmd/durastream $(ARGS)
 #   make bench        engine benchmarks, one iteration each (BENCHTIME=1x)
-#   make fuzz         every Fuzz* target in ./fuzz for FUZZTIME (30s) each
+#   make fuzz         every Fuzz* target in FUZZPKGS (./fuzz ./auth ./pathglob ./fetch)
+#                     for FUZZTIME (30s) each
 #   make bench-go     server handler benchmarks in ./bench (BENCHTIME, BENCH)
 #   make bench-compare  durastream vs the Node reference server -> BENCHMARKS.md
 #                       (scripts/bench-compare.sh; QUICK=1 for a smoke run)
@@ -31,6 +32,7 @@ GO        ?= go
 BENCHTIME ?= 1x
 BENCH     ?= .
 FUZZTIME  ?= 30s
+FUZZPKGS  ?= ./fuzz ./auth ./pathglob ./fetch
 ARGS      ?=
 
 .PHONY: test deps vet unit conformance conformance-sync conformance-memory interop interop-ts interop-go interop-durablefetch interop-browser \
@@ -92,11 +94,13 @@ bench: deps
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -benchmem ./engine/
 
 fuzz: deps
-	@targets="$$($(GO) test -list 'Fuzz.*' ./fuzz | grep -E '^Fuzz' || true)"; \
-	if [[ -z "$$targets" ]]; then echo "no fuzz targets in ./fuzz"; exit 1; fi; \
-	for t in $$targets; do \
-	  echo "=== fuzz $$t ($(FUZZTIME)) ==="; \
-	  $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) ./fuzz; \
+	@for pkg in $(FUZZPKGS); do \
+	  targets="$$($(GO) test -list 'Fuzz.*' $$pkg | grep -E '^Fuzz' || true)"; \
+	  if [[ -z "$$targets" ]]; then echo "no fuzz targets in $$pkg"; exit 1; fi; \
+	  for t in $$targets; do \
+	    echo "=== fuzz $$pkg $$t ($(FUZZTIME)) ==="; \
+	    $(GO) test -run '^$$' -fuzz "^$$t\$$" -fuzztime $(FUZZTIME) $$pkg || exit 1; \
+	  done; \
 	done
 
 clean:
