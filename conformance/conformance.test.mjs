@@ -17,6 +17,8 @@ const longPoll = Number(process.env.CONFORMANCE_LONG_POLL_TIMEOUT_MS)
 
 runConformanceTests({
   baseUrl: baseUrl.replace(/\/+$/, ""),
-  subscriptions: false,
+  // The reserved subscription APIs (PROTOCOL.md 6-7); run.sh starts the
+  // server with --webhook-dev, as the suite's webhook receiver is on 127.0.0.1.
+  subscriptions: process.env.CONFORMANCE_SUBSCRIPTIONS !== "0",
   ...(Number.isFinite(longPoll) && longPoll > 0 ? { longPollTimeoutMs: longPoll } : {}),
 })

@@ -51,13 +51,13 @@ if [[ -z "$url" ]]; then
     anonymous | token)
       DURASTREAM_AUTH_HMAC_SECRET="conformance-$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
       export DURASTREAM_AUTH_HMAC_SECRET # read by serve and by durastream token
-      admin="$("$tmp/durastream" token --grant all:** --ops --ttl 2h)"
+      admin="$("$tmp/durastream" token --grant 'all:**' --grant 'all:__ds/subscriptions/*' --ops --ttl 2h)"
       health_curl_args="--oauth2-bearer $admin"
-      if [[ "$CONFORMANCE_AUTH" == anonymous ]]; then auth_flags=(--anonymous 'all:**'); fi
+      if [[ "$CONFORMANCE_AUTH" == anonymous ]]; then auth_flags=(--anonymous 'all:**' --anonymous 'all:__ds/subscriptions/*'); fi
       ;;
     *) log "CONFORMANCE_AUTH=$CONFORMANCE_AUTH: want anonymous or token"; exit 2 ;;
   esac
-  start_server --long-poll-timeout 500ms "${auth_flags[@]}"
+  start_server --long-poll-timeout 500ms --webhook-dev "${auth_flags[@]}"
   url="http://127.0.0.1:$server_port"
   if [[ "${CONFORMANCE_AUTH:-}" == token ]]; then
     # The proxy prints its port on its first line of output.
@@ -139,7 +139,7 @@ if ((persist_check)); then
   stop_server
   if ((persist_setup_ok == 0)); then
     persist_rc=1
-  elif ! start_server --long-poll-timeout 500ms; then
+  elif ! start_server --long-poll-timeout 500ms --webhook-dev; then
     echo "FAIL: durability check: server did not restart on the same data dir"
     persist_rc=1
   else

@@ -15,6 +15,7 @@ import (
 
 	"github.com/durastream/durastream/auth"
 	"github.com/durastream/durastream/fetch"
+	"github.com/durastream/durastream/subs"
 )
 
 // Config configures a Server. Zero fields take the defaults beside them.
@@ -47,6 +48,9 @@ type Config struct {
 	// CompressMinBytes is the smallest read response that is compressed
 	// when the client accepts gzip or zstd. Default 1 KiB; negative disables.
 	CompressMinBytes int64
+	// Subscriptions serves the reserved subscription APIs under
+	// {Prefix}__ds/ (package subs); nil: they answer 404.
+	Subscriptions *subs.Manager
 	// Auth decides who may do what to which stream (package auth); nil or
 	// one without token verification: everything is allowed.
 	Auth *auth.Authenticator

@@ -88,8 +88,8 @@ type DurableFetchConfig struct {
 	// the upstream host[:port]/path, in the Durable-Fetch-Token header
 	// (Authorization belongs to the upstream), for fetches, /in-progress
 	// and /delete.
-	Auth *auth.Authenticator
-	Logger         *slog.Logger
+	Auth   *auth.Authenticator
+	Logger *slog.Logger
 }
 
 func (c DurableFetchConfig) withDefaults() DurableFetchConfig {

@@ -136,6 +136,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rec.WriteHeader(http.StatusNoContent)
 		return
 	}
+	if rest, ok := strings.CutPrefix(path, s.cfg.Prefix+"__ds/"); ok && s.cfg.Subscriptions != nil {
+		op = "subscriptions"
+		s.serveControl(rec, r, rest)
+		return
+	}
 	name, err := s.streamPath(r)
 	if err != nil {
 		s.writeError(rec, r, err)

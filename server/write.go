@@ -54,10 +54,16 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request, name strin
 	}
 	defer s.releaseBody(rb)
 	o.Data = rb.b
+	if s.cfg.Subscriptions != nil {
+		s.cfg.Subscriptions.BeforeCreate(name) // linked durably before its data exists
+	}
 	info, created, err := s.eng.Create(r.Context(), name, o)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
+	}
+	if s.cfg.Subscriptions != nil {
+		s.cfg.Subscriptions.Notify(name, info.Tail)
 	}
 	setInfoHeaders(w.Header(), info)
 	if created {
@@ -99,6 +105,9 @@ func (s *Server) handleAppend(w http.ResponseWriter, r *http.Request, name strin
 		return
 	}
 	s.metrics.appendLatency.observe(time.Since(start))
+	if s.cfg.Subscriptions != nil {
+		s.cfg.Subscriptions.Notify(name, res.Tail)
+	}
 	h := w.Header()
 	setTailHeaders(h, res.Tail, res.Closed)
 	if producer != nil {
@@ -117,6 +126,9 @@ func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request, name strin
 	if err := s.eng.Delete(r.Context(), name); err != nil {
 		s.writeError(w, r, err)
 		return
+	}
+	if s.cfg.Subscriptions != nil {
+		s.cfg.Subscriptions.Deleted(name)
 	}
 	w.WriteHeader(http.StatusNoContent)
 }

@@ -24,6 +24,7 @@ import (
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strings"
@@ -35,6 +36,7 @@ import (
 	"github.com/durastream/durastream/fetch"
 	"github.com/durastream/durastream/gctune"
 	"github.com/durastream/durastream/server"
+	"github.com/durastream/durastream/subs"
 )
 
 var version = "dev"
@@ -113,6 +115,8 @@ type serveFlags struct {
 	fetchTrustForwardedProto bool
 
 	auth authFlags
+
+	noSubscriptions, webhookDev bool
 }
 
 // patternList is a repeatable flag: each use (or each comma- or
@@ -172,6 +176,8 @@ func parseServeFlags(args []string) (*serveFlags, error) {
 	fs.BoolVar(&f.fetchTrustForwardedProto, "fetch-trust-forwarded-proto", false, "durablefetch API: take the upstream scheme from X-Forwarded-Proto (only behind a TLS-terminating proxy that sets it)")
 	fs.StringVar(&f.proxyBaseURL, "proxy-base-url", "", "public URL of /v1/proxy for Location headers behind a reverse proxy, e.g. https://api.example.com/v1/proxy (default: from the request)")
 	f.auth.register(fs)
+	fs.BoolVar(&f.noSubscriptions, "no-subscriptions", false, "turn the subscription APIs (__ds/subscriptions: webhooks, pull-wake) off")
+	fs.BoolVar(&f.webhookDev, "webhook-dev", false, "development: allow http://localhost and http://127.0.0.x webhook URLs (otherwise https to public addresses only)")
 	fs.BoolVar(&f.bufferedLarge, "buffered-large-appends", false, "write large appends through the page cache, not O_DIRECT (live readers of big appends read memory, at more CPU per byte)")
 	// The environment supplies defaults; explicit flags override them.
 	var envErr error
@@ -291,11 +297,29 @@ func serve(args []string) error {
 			return err
 		}
 	}
+	// Subscriptions (webhooks, pull-wake) over the same engine.
+	var subscriptions *subs.Manager
+	if !f.noSubscriptions {
+		keyFile := ""
+		if f.durability == "sync" {
+			keyFile = filepath.Join(f.dataDir, "webhook-signing.key")
+		}
+		if subscriptions, err = subs.New(eng, subs.Options{KeyFile: keyFile, DevWebhooks: f.webhookDev, Logger: log}); err != nil {
+			if fetches != nil {
+				fetches.Close()
+			}
+			eng.Close()
+			return err
+		}
+	}
 	// closeEngine stops the fetches (their streams are closed, outcome
-	// interrupted) before the engine closes.
+	// interrupted) and the subscriptions' deliveries before the engine closes.
 	closeEngine := func() error {
 		if fetches != nil {
 			fetches.Close()
+		}
+		if subscriptions != nil {
+			subscriptions.Close()
 		}
 		return eng.Close()
 	}
@@ -320,7 +344,8 @@ func serve(args []string) error {
 		// than when the runtime gets to it (minutes, on an idle server).
 		AfterBodyBurst: releaseMemory,
 
-		Auth: authn,
+		Auth:          authn,
+		Subscriptions: subscriptions,
 
 		Proxy: server.ProxyConfig{Manager: proxyManager(fetches, f), Secret: f.proxySecret,
 			URLTTL: f.proxyURLTTL, BaseURL: f.proxyBaseURL},

@@ -1,0 +1,734 @@
+package subs
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/durastream/durastream/engine"
+	"github.com/durastream/durastream/pathglob"
+)
+
+// Options configure a Manager. Zero fields take the defaults named.
+type Options struct {
+	// KeyFile keeps the webhook signing key (created 0600 when missing);
+	// "" keeps a key in memory only.
+	KeyFile string
+	// DevWebhooks allows http://localhost and http://127.0.0.x webhook URLs.
+	DevWebhooks bool
+	// Client delivers webhooks. Default: one whose dialer refuses
+	// restricted addresses (loopback only with DevWebhooks) and that
+	// follows no redirects, with DeliveryTimeout.
+	Client *http.Client
+	// DeliveryTimeout bounds one webhook request. Default 10 s.
+	DeliveryTimeout time.Duration
+	// MaxDeliveries bounds webhook requests in flight over all
+	// subscriptions (each has at most one). Default 64.
+	MaxDeliveries int
+	// MaxSubscriptions bounds how many subscriptions exist. Default 10000.
+	MaxSubscriptions int
+	Logger           *slog.Logger
+}
+
+// Namespace is where subscription state streams live.
+const Namespace = "__ds/subs"
+
+// Manager keeps subscriptions: their links to streams, cursors and wakes.
+// Safe for concurrent use. Lock order: a sub's mu before the Manager's mu.
+type Manager struct {
+	eng  *engine.Engine
+	opt  Options
+	log  *slog.Logger
+	sign *signer
+	sem  chan struct{}
+
+	mu     sync.Mutex
+	subs   map[string]*sub
+	linked map[string]map[*sub]struct{} // stream path -> subscriptions linked to it
+	index  trie                         // patterns
+
+	ctx    context.Context
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+type sub struct {
+	m  *Manager
+	id string
+
+	mu       sync.Mutex
+	cfg      Config
+	hash     string
+	pattern  pathglob.Pattern
+	created  time.Time
+	baseURL  string
+	epoch    uint64
+	records  int
+	links    map[string]*link
+	gen      uint64
+	wakeID   string
+	inflight bool // a wake is issued and not finished
+	holder   string
+	// leaseUntil: a webhook wake's or a claim's lease; for an unclaimed
+	// pull-wake wake, when another wake event is written.
+	leaseUntil time.Time
+	snapshot   map[string]engine.Offset // the tails a webhook wake carried
+	attempts   int                      // failed webhook deliveries in a row
+	nextAt     time.Time                // next delivery attempt after a failure
+	deleted    bool
+	timer      *time.Timer
+}
+
+// New opens the subscriptions stored in eng and starts their timers.
+func New(eng *engine.Engine, o Options) (*Manager, error) {
+	if o.DeliveryTimeout <= 0 {
+		o.DeliveryTimeout = 10 * time.Second
+	}
+	if o.MaxDeliveries <= 0 {
+		o.MaxDeliveries = 64
+	}
+	if o.MaxSubscriptions <= 0 {
+		o.MaxSubscriptions = 10000
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Client == nil {
+		o.Client = webhookClient(o.DevWebhooks, o.DeliveryTimeout)
+	}
+	sg, err := loadSigner(o.KeyFile)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	m := &Manager{eng: eng, opt: o, log: o.Logger, sign: sg, sem: make(chan struct{}, o.MaxDeliveries),
+		subs: map[string]*sub{}, linked: map[string]map[*sub]struct{}{}, ctx: ctx, cancel: cancel}
+	if err := m.recover(); err != nil {
+		cancel()
+		return nil, err
+	}
+	return m, nil
+}
+
+// Close stops deliveries and timers. Wakes in flight are redelivered after
+// the next start (at least once).
+func (m *Manager) Close() {
+	m.cancel()
+	m.mu.Lock()
+	for _, s := range m.subs {
+		if s.timer != nil {
+			s.timer.Stop()
+		}
+	}
+	m.mu.Unlock()
+	m.wg.Wait()
+}
+
+// JWKS is the JSON Web Key Set of the webhook signing key.
+func (m *Manager) JWKS() []byte { return m.sign.jwks }
+
+// Kid is the signing key's id.
+func (m *Manager) Kid() string { return m.sign.kid }
+
+func statePath(id string, epoch uint64) string {
+	return Namespace + "/" + id + "/" + strconv.FormatUint(epoch, 10)
+}
+
+// ValidID: ids are one path segment of letters, digits, '-', '_', '.'.
+func ValidID(id string) bool {
+	if id == "" || len(id) > 128 || id == "." || id == ".." {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// ---- recovery ----------------------------------------------------------------
+
+func (m *Manager) recover() error {
+	paths, err := m.eng.List(Namespace + "/")
+	if err != nil {
+		return err
+	}
+	latest := map[string]uint64{}
+	var all []struct {
+		id    string
+		epoch uint64
+	}
+	for _, p := range paths {
+		rest := strings.TrimPrefix(p, Namespace+"/")
+		id, e, ok := strings.Cut(rest, "/")
+		epoch, err := strconv.ParseUint(e, 10, 64)
+		if !ok || err != nil || !ValidID(id) {
+			m.log.Warn("subscriptions: unexpected state stream; ignored", "path", p)
+			continue
+		}
+		all = append(all, struct {
+			id    string
+			epoch uint64
+		}{id, epoch})
+		if cur, ok := latest[id]; !ok || epoch > cur {
+			latest[id] = epoch
+		}
+	}
+	ctx := context.Background()
+	for _, x := range all {
+		if x.epoch < latest[x.id] { // compacted: the newer epoch holds everything
+			m.eng.Delete(ctx, statePath(x.id, x.epoch))
+		}
+	}
+	for id, epoch := range latest {
+		s := &sub{m: m, id: id, epoch: epoch, links: map[string]*link{}}
+		if err := s.load(); err != nil {
+			m.log.Error("subscriptions: state unreadable; subscription dropped", "id", id, "err", err)
+			continue
+		}
+		s.pattern, _ = pathglob.Parse(s.cfg.Pattern)
+		m.subs[id] = s
+		m.register(s)
+	}
+	for _, s := range m.subs {
+		s.mu.Lock()
+		for p, l := range s.links {
+			if info, err := m.eng.Head(p); err == nil {
+				l.tail = info.Tail
+			}
+		}
+		if s.inflight && s.cfg.Type == TypeWebhook {
+			// The delivery was cut by the restart: deliver again (new generation).
+			s.clearWake()
+		}
+		s.evaluate()
+		s.mu.Unlock()
+	}
+	if len(m.subs) > 0 {
+		m.log.Info("subscriptions recovered", "count", len(m.subs))
+	}
+	return nil
+}
+
+func (s *sub) load() error {
+	p := statePath(s.id, s.epoch)
+	var buf []byte
+	from := engine.ReadFrom{Kind: engine.FromStart}
+	for {
+		c, err := s.m.eng.Read(p, from, engine.ReadOptions{MaxBytes: 4 << 20})
+		if err != nil {
+			return err
+		}
+		buf = append(buf, c.Bytes()...)
+		next, upToDate := c.Next, c.UpToDate
+		c.Release()
+		if upToDate {
+			break
+		}
+		from = engine.At(next)
+	}
+	// Pages of a JSON stream are arrays each; join them.
+	var recs []record
+	dec := json.NewDecoder(strings.NewReader(string(buf)))
+	for dec.More() {
+		var page []record
+		if err := dec.Decode(&page); err != nil {
+			return err
+		}
+		recs = append(recs, page...)
+	}
+	if len(recs) == 0 || recs[0].Op != "snapshot" || recs[0].State == nil {
+		return errors.New("no snapshot record")
+	}
+	for _, r := range recs {
+		s.apply(r)
+	}
+	s.records = len(recs)
+	return nil
+}
+
+// register indexes s's pattern and links. Called without m.mu.
+func (m *Manager) register(s *sub) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s.cfg.Pattern != "" {
+		m.index.add(s.pattern, strings.Split(s.cfg.Pattern, "/"), s)
+	}
+	for p := range s.links {
+		m.linkIndex(p, s)
+	}
+}
+
+func (m *Manager) linkIndex(p string, s *sub) {
+	set := m.linked[p]
+	if set == nil {
+		set = map[*sub]struct{}{}
+		m.linked[p] = set
+	}
+	set[s] = struct{}{}
+}
+
+func (m *Manager) unlinkIndex(p string, s *sub) {
+	if set := m.linked[p]; set != nil {
+		delete(set, s)
+		if len(set) == 0 {
+			delete(m.linked, p)
+		}
+	}
+}
+
+// ---- persistence ---------------------------------------------------------------
+
+// persist appends r to s's state stream (durably) and compacts it when it
+// has grown. Called with s.mu held.
+func (s *sub) persist(r record) error {
+	ctx := context.Background()
+	if _, err := s.m.eng.Append(ctx, statePath(s.id, s.epoch), marshal(r), engine.AppendOptions{ContentType: "application/json"}); err != nil {
+		return err
+	}
+	s.records++
+	if s.records >= compactEvery {
+		s.compact()
+	}
+	return nil
+}
+
+func (s *sub) compact() {
+	ctx := context.Background()
+	next := s.epoch + 1
+	snap := marshal(record{Op: "snapshot", State: s.state()})
+	if _, _, err := s.m.eng.Create(ctx, statePath(s.id, next), engine.CreateOptions{ContentType: "application/json", Data: snap}); err != nil {
+		s.m.log.Warn("subscriptions: compaction failed; keeping the log", "id", s.id, "err", err)
+		return
+	}
+	s.m.eng.Delete(ctx, statePath(s.id, s.epoch))
+	s.epoch, s.records = next, 1
+}
+
+// ---- subscription CRUD -----------------------------------------------------------
+
+// Put creates subscription id (created true) or re-confirms it. baseURL
+// is the stream root as clients reach it (for callback and JWKS URLs).
+func (m *Manager) Put(id string, body []byte, baseURL string) ([]byte, bool, *Error) {
+	if !ValidID(id) {
+		return nil, false, badRequest("INVALID_REQUEST", "subscription ids are 1-128 letters, digits, '-', '_' or '.'")
+	}
+	cfg, perr := ParseConfig(body, m.opt.DevWebhooks)
+	if perr != nil {
+		return nil, false, perr
+	}
+	hash := cfg.Hash()
+	for {
+		m.mu.Lock()
+		s := m.subs[id]
+		if s == nil && len(m.subs) >= m.opt.MaxSubscriptions {
+			m.mu.Unlock()
+			return nil, false, &Error{Status: 503, Code: "TOO_MANY_SUBSCRIPTIONS", Message: "the server's subscription limit is reached"}
+		}
+		if s == nil {
+			s = &sub{m: m, id: id, cfg: cfg, hash: hash, created: time.Now().UTC(), baseURL: baseURL, links: map[string]*link{}}
+			s.pattern, _ = pathglob.Parse(cfg.Pattern)
+			s.mu.Lock() // nobody else can have s yet
+			m.subs[id] = s
+			m.mu.Unlock()
+			err := s.create()
+			s.mu.Unlock()
+			if err != nil {
+				return nil, false, err
+			}
+			s.mu.Lock()
+			v := s.view()
+			s.mu.Unlock()
+			return v, true, nil
+		}
+		m.mu.Unlock()
+		s.mu.Lock()
+		if s.deleted {
+			s.mu.Unlock()
+			continue // deleted meanwhile: create anew
+		}
+		defer s.mu.Unlock()
+		if s.hash != hash {
+			return nil, false, &Error{Status: 409, Code: "SUBSCRIPTION_EXISTS", Message: "subscription " + id + " exists with a different configuration"}
+		}
+		return s.view(), false, nil
+	}
+}
+
+// create stores a new subscription and links its streams. Called with s.mu.
+func (s *sub) create() *Error {
+	m := s.m
+	ctx := context.Background()
+	// Explicit and backfilled links at the streams' current tails.
+	for _, p := range s.cfg.Streams {
+		s.links[p] = &link{explicit: true}
+	}
+	if s.cfg.Pattern != "" {
+		paths, err := m.eng.List(literalPrefix(s.cfg.Pattern))
+		if err == nil {
+			for _, p := range paths {
+				if strings.HasPrefix(p, "__ds/") || !s.pattern.MatchPath(p) {
+					continue
+				}
+				l := s.links[p]
+				if l == nil {
+					l = &link{}
+					s.links[p] = l
+				}
+				l.glob = true
+			}
+		}
+	}
+	for p, l := range s.links {
+		if info, err := m.eng.Head(p); err == nil {
+			l.acked, l.tail = info.Tail, info.Tail
+		}
+	}
+	s.epoch, s.records = 1, 1
+	snap := marshal(record{Op: "snapshot", State: s.state()})
+	if _, _, err := m.eng.Create(ctx, statePath(s.id, s.epoch), engine.CreateOptions{ContentType: "application/json", Data: snap}); err != nil {
+		m.mu.Lock()
+		delete(m.subs, s.id)
+		m.mu.Unlock()
+		s.deleted = true
+		return &Error{Status: 500, Code: "INTERNAL", Message: "storing the subscription failed"}
+	}
+	m.register(s)
+	m.log.Info("subscription created", "id", s.id, "type", s.cfg.Type, "pattern", s.cfg.Pattern, "links", len(s.links))
+	return nil
+}
+
+// literalPrefix is the part of a pattern before its first wildcard, for
+// listing: logs/app-*/x -> "logs/".
+func literalPrefix(p string) string {
+	i := strings.IndexByte(p, '*')
+	if i < 0 {
+		return p
+	}
+	return p[:strings.LastIndexByte(p[:i], '/')+1]
+}
+
+func (m *Manager) lookup(id string) (*sub, *Error) {
+	m.mu.Lock()
+	s := m.subs[id]
+	m.mu.Unlock()
+	if s == nil {
+		return nil, &Error{Status: 404, Code: "SUBSCRIPTION_NOT_FOUND", Message: "no subscription " + id}
+	}
+	return s, nil
+}
+
+// locked returns s locked, or an error if it was deleted meanwhile.
+func (m *Manager) locked(id string) (*sub, *Error) {
+	s, err := m.lookup(id)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	if s.deleted {
+		s.mu.Unlock()
+		return nil, &Error{Status: 404, Code: "SUBSCRIPTION_NOT_FOUND", Message: "no subscription " + id}
+	}
+	return s, nil
+}
+
+// Get returns a subscription's JSON.
+func (m *Manager) Get(id string) ([]byte, *Error) {
+	s, err := m.locked(id)
+	if err != nil {
+		return nil, err
+	}
+	defer s.mu.Unlock()
+	return s.view(), nil
+}
+
+// Delete tombstones a subscription: its state stream is deleted, requests
+// for its wakes fail from now on.
+func (m *Manager) Delete(id string) *Error {
+	s, err := m.locked(id)
+	if err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	if derr := m.eng.Delete(context.Background(), statePath(s.id, s.epoch)); derr != nil && !errors.Is(derr, engine.ErrNotFound) {
+		return &Error{Status: 500, Code: "INTERNAL", Message: "deleting the subscription failed"}
+	}
+	s.deleted = true
+	if s.timer != nil {
+		s.timer.Stop()
+	}
+	m.mu.Lock()
+	delete(m.subs, id)
+	if s.cfg.Pattern != "" {
+		m.index.remove(s.pattern, strings.Split(s.cfg.Pattern, "/"), s)
+	}
+	for p := range s.links {
+		m.unlinkIndex(p, s)
+	}
+	m.mu.Unlock()
+	m.log.Info("subscription deleted", "id", id)
+	return nil
+}
+
+// AddStreams links streams explicitly (at their current tails).
+func (m *Manager) AddStreams(id string, body []byte) *Error {
+	var in struct {
+		Streams []string `json:"streams"`
+	}
+	if err := json.Unmarshal(body, &in); err != nil || len(in.Streams) == 0 {
+		return badRequest("INVALID_REQUEST", `the body must be {"streams": ["path", ...]}`)
+	}
+	var paths []string
+	for _, p := range in.Streams {
+		c, err := CleanPath(p)
+		if err != nil {
+			return badRequest("INVALID_REQUEST", "streams: %v", err)
+		}
+		paths = append(paths, c)
+	}
+	s, err := m.locked(id)
+	if err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	for _, p := range paths {
+		l := s.links[p]
+		if l != nil && l.explicit {
+			continue
+		}
+		if l == nil {
+			l = &link{}
+			if info, err := m.eng.Head(p); err == nil {
+				l.acked, l.tail = info.Tail, info.Tail
+			}
+		}
+		n := *l
+		n.explicit = true
+		if perr := s.persist(record{Op: "link", Path: p, Link: &linkRec{Explicit: true, Glob: n.glob, Acked: n.acked.String()}}); perr != nil {
+			return &Error{Status: 500, Code: "INTERNAL", Message: "storing the link failed"}
+		}
+		s.links[p] = &n
+		m.mu.Lock()
+		m.linkIndex(p, s)
+		m.mu.Unlock()
+	}
+	return nil
+}
+
+// RemoveStream drops an explicit link (a glob link stays).
+func (m *Manager) RemoveStream(id, p string) *Error {
+	s, err := m.locked(id)
+	if err != nil {
+		return err
+	}
+	defer s.mu.Unlock()
+	l := s.links[p]
+	if l == nil || !l.explicit {
+		return nil
+	}
+	if l.glob {
+		if perr := s.persist(record{Op: "link", Path: p, Link: &linkRec{Glob: true, Acked: l.acked.String()}}); perr != nil {
+			return &Error{Status: 500, Code: "INTERNAL", Message: "storing the link failed"}
+		}
+		l.explicit = false
+		return nil
+	}
+	if perr := s.persist(record{Op: "unlink", Path: p}); perr != nil {
+		return &Error{Status: 500, Code: "INTERNAL", Message: "storing the link failed"}
+	}
+	delete(s.links, p)
+	m.mu.Lock()
+	m.unlinkIndex(p, s)
+	m.mu.Unlock()
+	return nil
+}
+
+// ---- stream events -------------------------------------------------------------------
+
+// BeforeCreate links a stream about to be created to every subscription
+// whose pattern matches it, at offset 0, durably: the data the create
+// brings is pending work for them, even across a crash right after it.
+func (m *Manager) BeforeCreate(p string) {
+	if strings.HasPrefix(p, "__ds/") {
+		return
+	}
+	matched := map[*sub]struct{}{}
+	m.mu.Lock()
+	m.index.match(strings.Split(p, "/"), 0, matched)
+	m.mu.Unlock()
+	for s := range matched {
+		s.mu.Lock()
+		if l := s.links[p]; !s.deleted && (l == nil || !l.glob) {
+			n := link{glob: true}
+			if l != nil {
+				n = *l
+				n.glob = true
+			}
+			if err := s.persist(record{Op: "link", Path: p, Link: &linkRec{Explicit: n.explicit, Glob: true, Acked: n.acked.String()}}); err != nil {
+				m.log.Warn("subscriptions: linking a new stream failed", "id", s.id, "stream", p, "err", err)
+			} else {
+				s.links[p] = &n
+				m.mu.Lock()
+				m.linkIndex(p, s)
+				m.mu.Unlock()
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+// Notify tells the subscriptions linked to stream p that its tail is now
+// tail: pending work wakes them.
+func (m *Manager) Notify(p string, tail engine.Offset) {
+	m.mu.Lock()
+	set := m.linked[p]
+	if len(set) == 0 {
+		m.mu.Unlock()
+		return
+	}
+	subs := make([]*sub, 0, len(set))
+	for s := range set {
+		subs = append(subs, s)
+	}
+	m.mu.Unlock()
+	for _, s := range subs {
+		s.mu.Lock()
+		if l := s.links[p]; l != nil && tail > l.tail {
+			l.tail = tail
+			s.evaluate()
+		}
+		s.mu.Unlock()
+	}
+}
+
+// Deleted drops glob links to a deleted stream (explicit links stay: the
+// stream may be created again).
+func (m *Manager) Deleted(p string) {
+	m.mu.Lock()
+	subs := make([]*sub, 0, len(m.linked[p]))
+	for s := range m.linked[p] {
+		subs = append(subs, s)
+	}
+	m.mu.Unlock()
+	for _, s := range subs {
+		s.mu.Lock()
+		if l := s.links[p]; l != nil && !s.deleted {
+			if l.explicit {
+				l.tail, l.acked = 0, 0
+				s.persist(record{Op: "link", Path: p, Link: &linkRec{Explicit: true, Glob: l.glob, Acked: engine.Offset(0).String()}})
+			} else if s.persist(record{Op: "unlink", Path: p}) == nil {
+				delete(s.links, p)
+				m.mu.Lock()
+				m.unlinkIndex(p, s)
+				m.mu.Unlock()
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+// ---- views --------------------------------------------------------------------------
+
+type streamView struct {
+	Path       string `json:"path"`
+	LinkType   string `json:"link_type"`
+	AckedOff   string `json:"acked_offset"`
+	TailOff    string `json:"tail_offset,omitempty"`
+	HasPending *bool  `json:"has_pending,omitempty"`
+}
+
+func (l *link) linkType() string {
+	if l.explicit {
+		return "explicit"
+	}
+	return "glob"
+}
+
+// view is the GET representation. Called with s.mu.
+func (s *sub) view() []byte {
+	streams := make([]streamView, 0, len(s.links))
+	for _, p := range sortedPaths(s.links) {
+		l := s.links[p]
+		streams = append(streams, streamView{Path: p, LinkType: l.linkType(), AckedOff: l.acked.String()})
+	}
+	v := map[string]any{
+		"id": s.id, "subscription_id": s.id, "type": s.cfg.Type, "pattern": nullable(s.cfg.Pattern),
+		"streams": streams, "wake_stream": nullable(s.cfg.WakeStream), "lease_ttl_ms": s.cfg.LeaseTTLMs,
+		"created_at": s.created.Format("2006-01-02T15:04:05.000Z07:00"), "status": s.status(),
+		"description": nullable(s.cfg.Description), "generation": s.gen,
+	}
+	if s.cfg.Type == TypeWebhook {
+		v["webhook"] = map[string]any{"url": s.cfg.WebhookURL, "signing": map[string]string{
+			"alg": "ed25519", "kid": s.m.sign.kid, "jwks_url": s.baseURL + "__ds/jwks.json"}}
+		if !s.nextAt.IsZero() {
+			v["next_attempt_at"] = s.nextAt.UTC().Format(time.RFC3339Nano)
+		}
+	} else {
+		v["webhook"] = nil
+	}
+	b, _ := json.Marshal(v)
+	return b
+}
+
+func (s *sub) status() string {
+	if s.attempts > 0 {
+		return "failed"
+	}
+	return "active"
+}
+
+func nullable(v string) any {
+	if v == "" {
+		return nil
+	}
+	return v
+}
+
+func sortedPaths(m map[string]*link) []string {
+	out := make([]string, 0, len(m))
+	for p := range m {
+		out = append(out, p)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// pending returns the linked streams with unacked data, with their tails.
+// Called with s.mu.
+func (s *sub) pending() []streamView {
+	var out []streamView
+	yes := true
+	for _, p := range sortedPaths(s.links) {
+		l := s.links[p]
+		if l.tail > l.acked {
+			out = append(out, streamView{Path: p, LinkType: l.linkType(), AckedOff: l.acked.String(),
+				TailOff: l.tail.String(), HasPending: &yes})
+		}
+	}
+	return out
+}
+
+func newWakeID() string {
+	var b [12]byte
+	rand.Read(b[:])
+	return "w_" + hex.EncodeToString(b[:])
+}
+
+// errFenced answers a request for a wake that is not the current one.
+var errFenced = &Error{Status: 409, Code: "FENCED", Message: "the wake is not current (stale wake_id or generation)"}
+
+func internal(err error) *Error {
+	return &Error{Status: 500, Code: "INTERNAL", Message: fmt.Sprintf("storing subscription state failed: %v", err)}
+}
