@@ -10,7 +10,9 @@ package crashtest
 // large enough to be stored by reference, idempotent producers that retry,
 // creates, forks, closes with racing appends, append-and-close, deletes,
 // reads and long-polls; 2 more drive durable fetches through the
-// durablefetch door and the proxy protocol, fetch_load_test.go), records
+// durablefetch door and the proxy protocol, fetch_load_test.go; one more
+// appends to streams two subscriptions watch and works their wakes,
+// subs_load_test.go), records
 // every acknowledged response, SIGKILLs the
 // server at a random moment, restarts it on the same directory (it must be
 // healthy within 15 s), and checks through HTTP reads that:
@@ -38,7 +40,9 @@ package crashtest
 //   - durable fetches that were answered are still there, settled, served
 //     without calling the upstream again, with every byte a reader saw,
 //     presented as complete exactly when whole, never hanging, and never
-//     changing afterwards (fetch_load_test.go).
+//     changing afterwards (fetch_load_test.go);
+//   - subscriptions: every ack answered 200 is kept, and pending work is
+//     offered again by a claim and by a webhook (subs_load_test.go).
 //
 // Every few rounds the server is also stopped gracefully (SIGTERM: final
 // checkpoint) and restarted, so later kills recover from a checkpoint plus
@@ -146,6 +150,8 @@ type torture struct {
 	power *powerLoss
 	// fetch is the upstream and door of the durable fetch load.
 	fetch *fetchSetup
+	// subs is the subscriptions' model and webhook receiver.
+	subs *subsModel
 	// serverArgs, if set, gives more serve flags for each start.
 	serverArgs func() []string
 	// expectFailures: failures are logged, not test errors (a negative
@@ -184,11 +190,13 @@ func newTorture(t *testing.T, cfg tortureConfig) *torture {
 	if tt.fetch, err = newFetchSetup(); err != nil {
 		t.Fatal(err)
 	}
+	tt.subs = newSubsModel()
 	t.Cleanup(func() {
 		if tt.srv != nil {
 			tt.srv.kill()
 		}
 		tt.fetch.up.srv.Close()
+		tt.subs.hook.srv.Close()
 	})
 	return tt
 }
@@ -222,7 +230,7 @@ func (tt *torture) execute() {
 }
 
 func (tt *torture) restart(round int, after string) bool {
-	extra := tt.fetch.flags()
+	extra := append(tt.fetch.flags(), "--webhook-dev")
 	if tt.serverArgs != nil {
 		extra = append(extra, tt.serverArgs()...)
 	}
@@ -253,6 +261,10 @@ func (tt *torture) run() {
 	if !tt.restart(0, "(first start)") {
 		return
 	}
+	if err := tt.subs.setup(newClient(), tt.srv.base); err != nil {
+		m.fail("subscriptions: %v", err)
+		return
+	}
 	for round := 1; round <= tt.cfg.rounds; round++ {
 		if tt.cfg.budget > 0 && round > 3 && time.Since(tt.start) > tt.cfg.budget {
 			tt.t.Logf("time budget %v reached: stopping after %d of %d rounds", tt.cfg.budget, round-1, tt.cfg.rounds)
@@ -273,6 +285,8 @@ func (tt *torture) run() {
 			l.wg.Add(1)
 			go l.producerWorker(pw, seeds.Uint64())
 		}
+		l.wg.Add(1)
+		go tt.subs.worker(l, seeds.Uint64())
 		fl := &fetchLoad{load: l, up: tt.fetch.up, door: tt.fetch.door()}
 		for fw := range fetchWorkers {
 			l.wg.Add(1)
@@ -366,6 +380,7 @@ func (tt *torture) check(round int, label string) {
 	v.producerChecks(rng)
 	v.probeClosed(rng)
 	(&fetchVerifier{verifier: v, up: tt.fetch.up, door: tt.fetch.door()}).run()
+	tt.subs.verify(v)
 }
 
 // bumpEpochs moves a few producers to a new epoch (seq restarts at 0).
@@ -424,6 +439,7 @@ func (tt *torture) summary() {
 	t.Logf("summary: appends without answer resolved: %d durable, %d absent; producer duplicate checks %d, stale-epoch checks %d; closed-stream probes %d (+%d rejected during load); deleted-stream checks %d; reader observations checked %d",
 		st.maybePresent, st.maybeAbsent, st.dupChecks, st.staleChecks, st.closedProbes, st.rejectedClosed, st.deletedChecks, st.observations)
 	t.Logf("summary: durable fetches: %s", st.fetch)
+	t.Logf("summary: subscriptions: %s", tt.subs)
 	t.Logf("summary: lost %d (acknowledged requests and streams missing after a restart), duplicated %d", st.lost, st.duplicated)
 	t.Logf("summary: failures found: %d", m.nFailures())
 }

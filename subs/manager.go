@@ -17,6 +17,7 @@ import (
 
 	"github.com/durastream/durastream/engine"
 	"github.com/durastream/durastream/pathglob"
+	"github.com/puzpuzpuz/xsync/v3"
 )
 
 // Options configure a Manager. Zero fields take the defaults named.
@@ -52,10 +53,13 @@ type Manager struct {
 	sign *signer
 	sem  chan struct{}
 
-	mu     sync.Mutex
-	subs   map[string]*sub
-	linked map[string]map[*sub]struct{} // stream path -> subscriptions linked to it
-	index  trie                         // patterns
+	mu   sync.Mutex
+	subs map[string]*sub
+	// linked maps a stream path to the subscriptions linked to it. The sets
+	// are copied on write (under mu) and read without a lock: Notify, on
+	// every append, costs one lock-free lookup.
+	linked *xsync.MapOf[string, map[*sub]struct{}]
+	index  trie // patterns
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -112,7 +116,7 @@ func New(eng *engine.Engine, o Options) (*Manager, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &Manager{eng: eng, opt: o, log: o.Logger, sign: sg, sem: make(chan struct{}, o.MaxDeliveries),
-		subs: map[string]*sub{}, linked: map[string]map[*sub]struct{}{}, ctx: ctx, cancel: cancel}
+		subs: map[string]*sub{}, linked: xsync.NewMapOf[string, map[*sub]struct{}](), ctx: ctx, cancel: cancel}
 	if err := m.recover(); err != nil {
 		cancel()
 		return nil, err
@@ -271,22 +275,36 @@ func (m *Manager) register(s *sub) {
 	}
 }
 
+// linkIndex and unlinkIndex update the linked sets. Called with m.mu.
 func (m *Manager) linkIndex(p string, s *sub) {
-	set := m.linked[p]
-	if set == nil {
-		set = map[*sub]struct{}{}
-		m.linked[p] = set
+	old, _ := m.linked.Load(p)
+	if _, ok := old[s]; ok {
+		return
+	}
+	set := make(map[*sub]struct{}, len(old)+1)
+	for x := range old {
+		set[x] = struct{}{}
 	}
 	set[s] = struct{}{}
+	m.linked.Store(p, set)
 }
 
 func (m *Manager) unlinkIndex(p string, s *sub) {
-	if set := m.linked[p]; set != nil {
-		delete(set, s)
-		if len(set) == 0 {
-			delete(m.linked, p)
+	old, _ := m.linked.Load(p)
+	if _, ok := old[s]; !ok {
+		return
+	}
+	if len(old) == 1 {
+		m.linked.Delete(p)
+		return
+	}
+	set := make(map[*sub]struct{}, len(old)-1)
+	for x := range old {
+		if x != s {
+			set[x] = struct{}{}
 		}
 	}
+	m.linked.Store(p, set)
 }
 
 // ---- persistence ---------------------------------------------------------------
@@ -592,18 +610,8 @@ func (m *Manager) BeforeCreate(p string) {
 // Notify tells the subscriptions linked to stream p that its tail is now
 // tail: pending work wakes them.
 func (m *Manager) Notify(p string, tail engine.Offset) {
-	m.mu.Lock()
-	set := m.linked[p]
-	if len(set) == 0 {
-		m.mu.Unlock()
-		return
-	}
-	subs := make([]*sub, 0, len(set))
+	set, _ := m.linked.Load(p)
 	for s := range set {
-		subs = append(subs, s)
-	}
-	m.mu.Unlock()
-	for _, s := range subs {
 		s.mu.Lock()
 		if l := s.links[p]; l != nil && tail > l.tail {
 			l.tail = tail
@@ -616,13 +624,8 @@ func (m *Manager) Notify(p string, tail engine.Offset) {
 // Deleted drops glob links to a deleted stream (explicit links stay: the
 // stream may be created again).
 func (m *Manager) Deleted(p string) {
-	m.mu.Lock()
-	subs := make([]*sub, 0, len(m.linked[p]))
-	for s := range m.linked[p] {
-		subs = append(subs, s)
-	}
-	m.mu.Unlock()
-	for _, s := range subs {
+	set, _ := m.linked.Load(p)
+	for s := range set {
 		s.mu.Lock()
 		if l := s.links[p]; l != nil && !s.deleted {
 			if l.explicit {
