@@ -265,6 +265,17 @@ func (e *Engine) durable(ctx context.Context, lsn uint64) error {
 	return e.wal.waitDurable(ctx, lsn)
 }
 
+// goneAfterDurable returns err, the answer of an operation that found s
+// deleted, once the delete record is durable: no answer may reveal a
+// delete that a crash could still undo. Never called with s.mu held (the
+// committer publishes under it).
+func (e *Engine) goneAfterDurable(s *stream, err error) error {
+	if derr := e.durable(context.Background(), s.delLSN.Load()); derr != nil {
+		return derr
+	}
+	return err
+}
+
 func (e *Engine) getBuf() *[]byte { return e.bufPool.Get().(*[]byte) }
 
 func (e *Engine) putBuf(b *[]byte) {
@@ -296,9 +307,9 @@ func (e *Engine) lookup(path string) (*stream, error) {
 	}
 	switch s.stateNow() {
 	case stSoftDeleted:
-		return nil, ErrGone
+		return nil, e.goneAfterDurable(s, ErrGone)
 	case stDeleted:
-		return nil, ErrNotFound
+		return nil, e.goneAfterDurable(s, ErrNotFound)
 	}
 	if s.expired(e.clock()) {
 		e.expire(s)

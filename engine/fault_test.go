@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -523,6 +524,65 @@ func TestFailedSyncENOSPCIsOneAnswer(t *testing.T) {
 			for what, err := range map[string]error{"in flight": first, "later": later, "create": create, "Err": e.Err()} {
 				if !errors.Is(err, ErrFailed) || errors.Is(err, ErrNoSpace) {
 					t.Errorf("%s: %v, want ErrFailed and not ErrNoSpace", what, err)
+				}
+			}
+		})
+	}
+}
+
+// TestDeleteRevealedOnlyWhenDurable: while a delete's record is written
+// but its sync is held, no other operation may answer that the stream is
+// gone (a crash could still undo the delete): an append, a close, a read,
+// a head, a wait and a second delete all wait; when the sync fails they
+// answer the failure, not 404/410. Soft deletes (a fork keeps the source)
+// likewise.
+func TestDeleteRevealedOnlyWhenDurable(t *testing.T) {
+	for _, soft := range []bool{false, true} {
+		t.Run(fmt.Sprintf("soft=%v", soft), func(t *testing.T) {
+			ctx := context.Background()
+			fs := &heldSyncFS{FS: vfs.OS, waiting: make(chan struct{}), release: make(chan error)}
+			e := openTest(t, t.TempDir(), &Options{FS: fs, CheckpointInterval: 1 << 40})
+			mustCreate(t, e, "s", CreateOptions{})
+			mustAppend(t, e, "s", "durable", AppendOptions{})
+			if soft {
+				mustCreate(t, e, "f", CreateOptions{ForkFrom: "s"})
+			}
+			fs.mu.Lock()
+			fs.hold = true
+			fs.mu.Unlock()
+			deleted := make(chan error, 1)
+			go func() { deleted <- e.Delete(ctx, "s") }()
+			<-fs.waiting // the delete is written, its sync held
+			ops := map[string]func() error{
+				"append": func() error { _, err := e.Append(ctx, "s", []byte("x"), AppendOptions{}); return err },
+				"close":  func() error { _, err := e.Append(ctx, "s", nil, AppendOptions{Close: true}); return err },
+				"read": func() error {
+					c, err := e.Read("s", ReadFrom{Kind: FromStart}, ReadOptions{})
+					if err == nil {
+						c.Release()
+					}
+					return err
+				},
+				"head":   func() error { _, err := e.Head("s"); return err },
+				"wait":   func() error { return e.Wait(ctx, "s", 1<<40) },
+				"delete": func() error { return e.Delete(ctx, "s") },
+			}
+			answers := make(chan string, len(ops))
+			for name, op := range ops {
+				go func() { answers <- fmt.Sprintf("%s: %v", name, op()) }()
+			}
+			select {
+			case a := <-answers:
+				t.Fatalf("answered before the delete was durable: %s", a)
+			case <-time.After(100 * time.Millisecond):
+			}
+			fs.release <- syscall.EIO
+			if err := <-deleted; !errors.Is(err, ErrFailed) {
+				t.Fatalf("delete whose sync failed: %v", err)
+			}
+			for range ops {
+				if a := <-answers; strings.Contains(a, ErrNotFound.Error()) || strings.Contains(a, "deleted but still referenced") {
+					t.Errorf("after the delete's sync failed: %s (a delete that may be lost was revealed)", a)
 				}
 			}
 		})

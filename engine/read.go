@@ -246,7 +246,7 @@ func (e *Engine) checkBoundary(s *stream, off, tail Offset) error {
 	d := l.data
 	if l.state == stDeleted {
 		l.mu.Unlock()
-		return ErrNotFound // deleted since the lookup (see collectSegment)
+		return e.goneAfterDurable(l, ErrNotFound) // deleted since the lookup (see collectSegment)
 	}
 	if d == nil {
 		l.mu.Unlock()
@@ -378,10 +378,11 @@ func (e *Engine) collect(s *stream, from, to Offset, views []segment.View) ([]se
 // So a read answers ErrNotFound or the stream's own bytes, never another's.
 func (e *Engine) collectSegment(s *stream, from, to Offset) (segment.View, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if s.state == stDeleted {
-		return segment.View{}, ErrNotFound
+		s.mu.Unlock()
+		return segment.View{}, e.goneAfterDurable(s, ErrNotFound)
 	}
+	defer s.mu.Unlock()
 	d := s.data
 	if d == nil {
 		return segment.View{}, ErrCorrupt
@@ -434,9 +435,9 @@ func (e *Engine) Wait(ctx context.Context, path string, off Offset) error {
 		}
 		switch s.stateNow() {
 		case stSoftDeleted:
-			return ErrGone
+			return e.goneAfterDurable(s, ErrGone)
 		case stDeleted:
-			return ErrNotFound
+			return e.goneAfterDurable(s, ErrNotFound)
 		}
 		tail, closed := s.published()
 		if tail > off || closed {

@@ -59,6 +59,10 @@ type stream struct {
 	data      *streamData // nil until the stream has its own bytes
 	forks     int32       // live forks reading this stream's data
 	state     int32       // stLive, stSoftDeleted, stDeleted (also atomically readable)
+	// delLSN is the LSN of the delete record that made the stream deleted
+	// or soft-deleted (0 if that was recovered: durable already). Answers
+	// that reveal the delete wait for it (goneAfterDurable).
+	delLSN atomic.Uint64
 	refEnd    Offset      // end of the last large append written by reference (fRef)
 
 	// published

@@ -108,7 +108,7 @@ func (e *Engine) createExisting(ctx context.Context, s *stream, o *CreateOptions
 	case state == stDeleted:
 		return StreamInfo{}, true, nil
 	case state == stSoftDeleted:
-		return StreamInfo{}, false, fmt.Errorf("%w: path belongs to a deleted stream that forks still reference", ErrConfigMismatch)
+		return StreamInfo{}, false, e.goneAfterDurable(s, fmt.Errorf("%w: path belongs to a deleted stream that forks still reference", ErrConfigMismatch))
 	case !match:
 		return StreamInfo{}, false, e.answerDurable(ctx, s, lsn, refEnd, ErrConfigMismatch)
 	}
@@ -771,10 +771,10 @@ func (e *Engine) deleteStream(ctx context.Context, s *stream, expired bool) erro
 	switch s.state {
 	case stSoftDeleted:
 		s.mu.Unlock()
-		return ErrGone
+		return e.goneAfterDurable(s, ErrGone)
 	case stDeleted:
 		s.mu.Unlock()
-		return ErrNotFound
+		return e.goneAfterDurable(s, ErrNotFound)
 	}
 	if expired && !s.expired(e.clock()) {
 		s.mu.Unlock()
@@ -789,6 +789,7 @@ func (e *Engine) deleteStream(ctx context.Context, s *stream, expired bool) erro
 		return err
 	}
 	s.lastLSN = lsn
+	s.delLSN.Store(lsn)
 	soft := s.forks > 0
 	if soft {
 		s.setState(stSoftDeleted)
