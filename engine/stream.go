@@ -63,7 +63,7 @@ type stream struct {
 	// or soft-deleted (0 if that was recovered: durable already). Answers
 	// that reveal the delete wait for it (goneAfterDurable).
 	delLSN atomic.Uint64
-	refEnd    Offset      // end of the last large append written by reference (fRef)
+	refEnd Offset // end of the last large append written by reference (fRef)
 
 	// published
 	vis        atomic.Uint64 // readable tail
