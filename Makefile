@@ -2,6 +2,8 @@
 #
 #   make test         vet + unit tests (race) + conformance suite (sync, then memory)
 #                     + interop suites with the official clients
+#   make deploy-check deploy/run.sh: Varnish and nginx configurations, conformance
+#                     and fan-out through each (installs varnish, nginx)
 #   make interop      interop/ts (@durable-streams/client 0.2.7), interop/go
 #                     (client-go v0.1.0), interop/durablefetch (durablefetch
 #                     0.1.0) and interop/browser (headless Chromium) against a
@@ -35,10 +37,10 @@ FUZZTIME  ?= 30s
 FUZZPKGS  ?= ./fuzz ./auth ./pathglob ./fetch
 ARGS      ?=
 
-.PHONY: test deps vet unit conformance conformance-sync conformance-memory interop interop-ts interop-go interop-durablefetch interop-browser \
+.PHONY: deploy-check test deps vet unit conformance conformance-sync conformance-memory interop interop-ts interop-go interop-durablefetch interop-browser \
         build run bench fuzz clean
 
-test: deps vet unit conformance interop
+test: deps vet unit conformance interop deploy-check
 
 deps:
 	$(GO) mod download
@@ -65,6 +67,9 @@ conformance: deps
 	exit $$rc
 
 interop: interop-ts interop-go interop-durablefetch interop-browser
+
+deploy-check: deps
+	bash deploy/run.sh
 
 interop-ts: deps
 	bash interop/ts/run.sh sync

@@ -43,6 +43,14 @@ type Config struct {
 	// section 10.1). Defaults 20 s and 2024-10-09T00:00:00Z.
 	CursorInterval time.Duration
 	CursorEpoch    time.Time
+	// CatchupMaxAge is how long a shared cache may serve a catch-up read
+	// without asking again. 0 (the default): "no-cache": caches keep
+	// responses but revalidate each use (a 304 when nothing changed), so a
+	// reader never gets data older than the stream, nor a deleted or
+	// recreated stream's bytes. 60 s is the protocol's suggestion for CDNs
+	// in front of streams whose paths are never reused (section 10.1:
+	// max-age, stale-while-revalidate five times that).
+	CatchupMaxAge time.Duration
 	// PrivateCache makes cacheable responses "private" instead of "public".
 	PrivateCache bool
 	// CompressMinBytes is the smallest read response that is compressed

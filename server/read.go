@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/durastream/durastream/engine"
 	"github.com/klauspost/compress/gzip"
@@ -91,7 +92,7 @@ func (s *Server) catchUp(w http.ResponseWriter, r *http.Request, name string, fr
 	switch {
 	case from.Kind == engine.FromNow:
 		defer c.Release()
-		s.writeTail(w, c, http.StatusOK)
+		s.writeTail(w, c, http.StatusOK, "")
 	case c.UpToDate || s.cfg.MaxReadBytes > 0:
 		defer c.Release()
 		s.writeChunk(w, r, c, false)
@@ -101,12 +102,15 @@ func (s *Server) catchUp(w http.ResponseWriter, r *http.Request, name string, fr
 }
 
 // writeTail answers offset=now and empty live responses: no data, the tail
-// offset, never cached.
-func (s *Server) writeTail(w http.ResponseWriter, c *engine.Chunk, status int) {
+// offset; never cached unless cacheControl says otherwise.
+func (s *Server) writeTail(w http.ResponseWriter, c *engine.Chunk, status int, cacheControl string) {
 	h := w.Header()
 	h.Set("Content-Type", c.ContentType)
 	h.Set(hUpToDate, "true")
 	setTailHeaders(h, c.Next, c.Closed)
+	if cacheControl != "" {
+		h.Set("Cache-Control", cacheControl)
+	}
 	if status == http.StatusNoContent {
 		w.WriteHeader(status)
 		return
@@ -172,7 +176,7 @@ func (s *Server) readHeaders(w http.ResponseWriter, r *http.Request, m readMeta,
 		h.Set(hCursor, s.cursor(r))
 	}
 	if m.next > m.start || m.closed {
-		h.Set("Cache-Control", s.cacheable())
+		h.Set("Cache-Control", s.cacheable(r, live))
 	} else {
 		h.Set("Cache-Control", "no-store") // an empty tail read changes as soon as data arrives
 	}
@@ -301,11 +305,27 @@ func (s *Server) writeWhole(w http.ResponseWriter, r *http.Request, name string,
 	}
 }
 
-func (s *Server) cacheable() string {
+func (s *Server) cacheable(r *http.Request, live bool) string {
+	scope := "public"
 	if s.cfg.PrivateCache {
-		return "private, max-age=60, stale-while-revalidate=300"
+		scope = "private"
 	}
-	return "public, max-age=60, stale-while-revalidate=300"
+	if live {
+		if _, n := queryParam(r.URL.RawQuery, "cursor"); n > 0 {
+			// A long-poll batch for a URL unique to this cursor interval:
+			// kept just long enough for a cache to hand it to every reader
+			// waiting on the URL (request collapsing, section 10.1).
+			return scope + ", max-age=1"
+		}
+	}
+	if s.cfg.CatchupMaxAge <= 0 {
+		// The answer for this URL changes when data is appended, the
+		// stream is closed, deleted or recreated: a cache may keep it but
+		// must revalidate it (If-None-Match: a 304 when nothing changed).
+		return scope + ", no-cache"
+	}
+	secs := int64(s.cfg.CatchupMaxAge / time.Second)
+	return scope + ", max-age=" + strconv.FormatInt(secs, 10) + ", stale-while-revalidate=" + strconv.FormatInt(5*secs, 10)
 }
 
 // etagMatches implements If-None-Match: a list of tags or "*".
@@ -448,5 +468,23 @@ func (s *Server) longPoll(w http.ResponseWriter, r *http.Request, name string, f
 	if !c.Closed {
 		w.Header().Set(hCursor, s.cursor(r))
 	}
-	s.writeTail(w, c, http.StatusNoContent)
+	cc := ""
+	if _, n := queryParam(r.URL.RawQuery, "cursor"); n > 0 && !c.Closed {
+		// A timeout for a request that echoed a cursor: its URL is unique to
+		// this cursor interval, and the answer names the next cursor, so a
+		// shared cache may keep it briefly and answer the readers waiting
+		// on the same URL together (one origin request per timeout, not
+		// one per reader). Never without a cursor: that URL is reused.
+		cc = s.timeoutCacheable()
+	}
+	s.writeTail(w, c, http.StatusNoContent, cc)
+}
+
+// timeoutCacheable is the Cache-Control of a long-poll timeout that echoed
+// a cursor (see cacheable).
+func (s *Server) timeoutCacheable() string {
+	if s.cfg.PrivateCache {
+		return "private, max-age=1"
+	}
+	return "public, max-age=1"
 }

@@ -20,7 +20,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 )
 
-const publicCache = "public, max-age=60, stale-while-revalidate=300"
+const publicCache = "public, no-cache"
 
 func TestCacheControl(t *testing.T) {
 	h := newHarness(t)
@@ -47,6 +47,7 @@ func TestCacheControl(t *testing.T) {
 		{"empty tail read of open stream", "GET", "open?offset=" + openTail, 200, "no-store"},
 		{"EOF read of closed stream", "GET", "closed?offset=" + closedTail, 200, publicCache},
 		{"long-poll with data", "GET", "open?offset=-1&live=long-poll", 200, publicCache},
+		{"long-poll with data and a cursor", "GET", "open?cursor=1&live=long-poll&offset=-1", 200, "public, max-age=1"},
 		{"long-poll timeout", "GET", "open?offset=" + openTail + "&live=long-poll", 204, "no-store"},
 		{"long-poll now timeout", "GET", "open?offset=now&live=long-poll", 204, "no-store"},
 		{"long-poll closed EOF", "GET", "closed?offset=" + closedTail + "&live=long-poll", 204, "no-store"},
@@ -83,8 +84,14 @@ func TestPrivateCache(t *testing.T) {
 	h.create("s", "text/plain", []byte("data"))
 	r := h.do("GET", "s?offset=-1", nil)
 	want(t, r, 200, "read")
-	if got := r.get("Cache-Control"); got != "private, max-age=60, stale-while-revalidate=300" {
+	if got := r.get("Cache-Control"); got != "private, no-cache" {
 		t.Errorf("Cache-Control %q", got)
+	}
+	cfg.CatchupMaxAge = time.Minute
+	h = newHarnessWith(t, engine.DurabilityMemory, cfg)
+	h.create("s", "text/plain", []byte("data"))
+	if got := h.do("GET", "s?offset=-1", nil).get("Cache-Control"); got != "private, max-age=60, stale-while-revalidate=300" {
+		t.Errorf("with CatchupMaxAge 60s: Cache-Control %q", got)
 	}
 }
 
@@ -521,6 +528,15 @@ func TestLongPollTimeout(t *testing.T) {
 		}
 		if r.get("Stream-Closed") != "" {
 			t.Errorf("204 of an open stream has Stream-Closed")
+		}
+		if cc := r.get("Cache-Control"); cc != "no-store" {
+			t.Errorf("204 without a cursor: Cache-Control %q, want no-store (its URL is reused)", cc)
+		}
+		// With the cursor echoed, the timeout may be shared briefly by a cache.
+		r2, _ := h.timedGet("lp?cursor=" + r.get("Stream-Cursor") + "&live=long-poll&offset=" + r.get("Stream-Next-Offset"))
+		want(t, r2, 204, "long-poll timeout with a cursor")
+		if cc := r2.get("Cache-Control"); cc != "public, max-age=1" {
+			t.Errorf("204 with a cursor: Cache-Control %q", cc)
 		}
 	}
 }

@@ -117,6 +117,7 @@ type serveFlags struct {
 	auth authFlags
 
 	noSubscriptions, webhookDev bool
+	catchupMaxAge               time.Duration
 }
 
 // patternList is a repeatable flag: each use (or each comma- or
@@ -176,6 +177,7 @@ func parseServeFlags(args []string) (*serveFlags, error) {
 	fs.BoolVar(&f.fetchTrustForwardedProto, "fetch-trust-forwarded-proto", false, "durablefetch API: take the upstream scheme from X-Forwarded-Proto (only behind a TLS-terminating proxy that sets it)")
 	fs.StringVar(&f.proxyBaseURL, "proxy-base-url", "", "public URL of /v1/proxy for Location headers behind a reverse proxy, e.g. https://api.example.com/v1/proxy (default: from the request)")
 	f.auth.register(fs)
+	fs.DurationVar(&f.catchupMaxAge, "catchup-max-age", 0, "how long a shared cache may serve a catch-up read without asking again; 0: no-cache (caches revalidate every use: never stale, never a deleted stream's bytes); 60s is the protocol's CDN suggestion for streams whose paths are never reused")
 	fs.BoolVar(&f.noSubscriptions, "no-subscriptions", false, "turn the subscription APIs (__ds/subscriptions: webhooks, pull-wake) off")
 	fs.BoolVar(&f.webhookDev, "webhook-dev", false, "development: allow http://localhost and http://127.0.0.x webhook URLs (otherwise https to public addresses only)")
 	fs.BoolVar(&f.bufferedLarge, "buffered-large-appends", false, "write large appends through the page cache, not O_DIRECT (live readers of big appends read memory, at more CPU per byte)")
@@ -344,6 +346,7 @@ func serve(args []string) error {
 		// than when the runtime gets to it (minutes, on an idle server).
 		AfterBodyBurst: releaseMemory,
 
+		CatchupMaxAge: f.catchupMaxAge,
 		Auth:          authn,
 		Subscriptions: subscriptions,
 
