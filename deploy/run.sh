@@ -36,9 +36,11 @@ tmp="$(mktemp -d "${TMPDIR:-/tmp}/durastream-deploy.XXXXXX")"
 chmod 755 "$tmp" # varnishd's worker user reads the VCL
 varnish_pid="" nginx_pid=""
 stop_caches() {
-  [[ -n "$varnish_pid" ]] && kill "$varnish_pid" 2>/dev/null || true
-  [[ -n "$nginx_pid" ]] && kill "$nginx_pid" 2>/dev/null || true
-  wait 2>/dev/null || true
+  local p
+  for p in $varnish_pid $nginx_pid; do
+    kill "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true # (not a bare wait: the server is a child too)
+  done
 }
 trap 'rc=$?; stop_caches; (exit $rc); cleanup' EXIT
 
