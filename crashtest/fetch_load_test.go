@@ -592,8 +592,13 @@ func newFetchSetup() (*fetchSetup, error) {
 
 func (fs *fetchSetup) door() string { return "http://127.0.0.1:" + strconv.Itoa(fs.doorPort) }
 
-// flags are the serve flags that turn both front doors on.
+// flags are the serve flags that turn both front doors on, with a fresh
+// door port for each start (fetch keys name the upstream, not the door).
 func (fs *fetchSetup) flags() []string {
+	if ln, err := net.Listen("tcp", "127.0.0.1:0"); err == nil {
+		fs.doorPort = ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+	}
 	return []string{"--fetch-addr", "127.0.0.1:" + strconv.Itoa(fs.doorPort),
 		"--proxy-allow", fs.up.srv.URL + "/t/**", "--proxy-secret", tortureProxyKey}
 }

@@ -230,11 +230,21 @@ func (tt *torture) execute() {
 }
 
 func (tt *torture) restart(round int, after string) bool {
-	extra := append(tt.fetch.flags(), "--webhook-dev")
-	if tt.serverArgs != nil {
-		extra = append(extra, tt.serverArgs()...)
+	var srv *serverProc
+	var took time.Duration
+	var err error
+	for attempt := 0; attempt < 3; attempt++ {
+		extra := append(tt.fetch.flags(), "--webhook-dev")
+		if tt.serverArgs != nil {
+			extra = append(extra, tt.serverArgs()...)
+		}
+		srv, took, err = startServer(tt.bin, tt.data, extra...)
+		// The door's port is found by binding :0 and closing it; a client's
+		// ephemeral port can take it meanwhile: start again on another.
+		if err == nil || !strings.Contains(err.Error(), "address already in use") {
+			break
+		}
 	}
-	srv, took, err := startServer(tt.bin, tt.data, extra...)
 	if err != nil {
 		tt.m.fail("round %d: restart %s failed: %v", round, after, err)
 		return false
