@@ -110,11 +110,13 @@ func ParseClaim(raw []byte) (*Grants, error) {
 // Allows reports whether g grants op on path (a validated stream path: no
 // empty, . or .. segments). Paths in the reserved __ds namespace are never
 // granted by a pattern that does not spell __ds out.
-func (g *Grants) Allows(op Op, path string) bool {
+func (g *Grants) Allows(op Op, path string) bool { return g.allows(op, strings.Split(path, "/")) }
+
+// allows is Allows on a path already split into segments.
+func (g *Grants) allows(op Op, segs []string) bool {
 	if g == nil || op >= numOps {
 		return false
 	}
-	segs := strings.Split(path, "/")
 	for _, p := range g.paths[op] {
 		if p.Match(segs) && (segs[0] != "__ds" || (len(p) > 0 && !p[0].Any && p[0].Glob.Literal())) {
 			return true

@@ -89,7 +89,8 @@ func (a *Authenticator) Check(r *http.Request, needs ...Need) Decision {
 	if !a.Enabled() {
 		return Decision{Public: true}
 	}
-	public := a.anonymousAllows(needs)
+	segs := splitNeeds(needs)
+	public := a.anonymousAllows(needs, segs)
 	c, ok := presented(r)
 	if !ok {
 		if public {
@@ -103,7 +104,16 @@ func (a *Authenticator) Check(r *http.Request, needs ...Need) Decision {
 	if c.signed {
 		return a.checkSigned(c, needs, public)
 	}
-	return a.checkToken(c.token, needs, public)
+	return a.checkToken(c.token, needs, segs, public)
+}
+
+// splitNeeds splits each need's path into segments once per request.
+func splitNeeds(needs []Need) [][]string {
+	segs := make([][]string, len(needs))
+	for i, n := range needs {
+		segs[i] = strings.Split(n.Path, "/")
+	}
+	return segs
 }
 
 // CheckToken decides a request that presents token (empty: none) in a
@@ -112,32 +122,33 @@ func (a *Authenticator) CheckToken(token string, needs ...Need) Decision {
 	if !a.Enabled() {
 		return Decision{Public: true}
 	}
-	public := a.anonymousAllows(needs)
+	segs := splitNeeds(needs)
+	public := a.anonymousAllows(needs, segs)
 	if token == "" {
 		if public {
 			return Decision{Public: true}
 		}
 		return Decision{Status: http.StatusUnauthorized, Reason: errMissing.Reason}
 	}
-	return a.checkToken(token, needs, public)
+	return a.checkToken(token, needs, segs, public)
 }
 
-func (a *Authenticator) anonymousAllows(needs []Need) bool {
-	for _, n := range needs {
-		if !a.anonymous.Allows(n.Op, n.Path) {
+func (a *Authenticator) anonymousAllows(needs []Need, segs [][]string) bool {
+	for i, n := range needs {
+		if !a.anonymous.allows(n.Op, segs[i]) {
 			return false
 		}
 	}
 	return true
 }
 
-func (a *Authenticator) checkToken(token string, needs []Need, public bool) Decision {
+func (a *Authenticator) checkToken(token string, needs []Need, segs [][]string, public bool) Decision {
 	g, err := a.Verify(token)
 	if err != nil {
 		return Decision{Status: http.StatusUnauthorized, Reason: err.(*Error).Reason}
 	}
-	for _, n := range needs {
-		if !g.Allows(n.Op, n.Path) && !a.anonymous.Allows(n.Op, n.Path) {
+	for i, n := range needs {
+		if !g.allows(n.Op, segs[i]) && !a.anonymous.allows(n.Op, segs[i]) {
 			return Decision{Status: http.StatusForbidden, Reason: fmt.Sprintf("the token does not grant %s on %s", n.Op, n.Path)}
 		}
 	}

@@ -186,10 +186,7 @@ func newTorture(t *testing.T, cfg tortureConfig) *torture {
 	} else {
 		t.Logf("server binary %s", tt.bin)
 	}
-	var err error
-	if tt.fetch, err = newFetchSetup(); err != nil {
-		t.Fatal(err)
-	}
+	tt.fetch = newFetchSetup()
 	tt.subs = newSubsModel()
 	t.Cleanup(func() {
 		if tt.srv != nil {

@@ -16,7 +16,6 @@ package server
 import (
 	"crypto/sha256"
 	"crypto/subtle"
-	"strings"
 	"time"
 
 	"github.com/durastream/durastream/auth"
@@ -76,11 +75,8 @@ func presentedSecret(rawQuery string, authorization string) (string, bool) {
 	if v, n := queryParam(rawQuery, "secret"); n > 0 {
 		return v, true
 	}
-	scheme, token, ok := strings.Cut(strings.TrimSpace(authorization), " ")
-	if ok && strings.EqualFold(scheme, "Bearer") {
-		if token = strings.TrimSpace(token); token != "" {
-			return token, true
-		}
+	if token := bearerToken(authorization); token != "" {
+		return token, true
 	}
 	return "", false
 }

@@ -310,13 +310,9 @@ func (s *Server) cacheable(r *http.Request, live bool) string {
 	if s.cfg.PrivateCache {
 		scope = "private"
 	}
-	if live {
-		if _, n := queryParam(r.URL.RawQuery, "cursor"); n > 0 {
-			// A long-poll batch for a URL unique to this cursor interval:
-			// kept just long enough for a cache to hand it to every reader
-			// waiting on the URL (request collapsing, section 10.1).
-			return scope + ", max-age=1"
-		}
+	if live && echoesCursor(r) {
+		// A long-poll batch for a URL unique to this cursor interval.
+		return s.cursorCacheable()
 	}
 	if s.cfg.CatchupMaxAge <= 0 {
 		// The answer for this URL changes when data is appended, the
@@ -469,20 +465,26 @@ func (s *Server) longPoll(w http.ResponseWriter, r *http.Request, name string, f
 		w.Header().Set(hCursor, s.cursor(r))
 	}
 	cc := ""
-	if _, n := queryParam(r.URL.RawQuery, "cursor"); n > 0 && !c.Closed {
-		// A timeout for a request that echoed a cursor: its URL is unique to
-		// this cursor interval, and the answer names the next cursor, so a
-		// shared cache may keep it briefly and answer the readers waiting
-		// on the same URL together (one origin request per timeout, not
-		// one per reader). Never without a cursor: that URL is reused.
-		cc = s.timeoutCacheable()
+	if echoesCursor(r) && !c.Closed {
+		// A timeout for a request that echoed a cursor: the answer names
+		// the next cursor. Never without a cursor: that URL is reused.
+		cc = s.cursorCacheable()
 	}
 	s.writeTail(w, c, http.StatusNoContent, cc)
 }
 
-// timeoutCacheable is the Cache-Control of a long-poll timeout that echoed
-// a cursor (see cacheable).
-func (s *Server) timeoutCacheable() string {
+// echoesCursor reports whether a live request carries the cursor of an
+// earlier answer: its URL is then unique to one cursor interval and offset.
+func echoesCursor(r *http.Request) bool {
+	_, n := queryParam(r.URL.RawQuery, "cursor")
+	return n > 0
+}
+
+// cursorCacheable is the Cache-Control of a long-poll answer (data or
+// timeout) to a request that echoed a cursor: kept just long enough for a
+// shared cache to hand one origin answer to every reader waiting on the
+// URL (request collapsing, section 10.1).
+func (s *Server) cursorCacheable() string {
 	if s.cfg.PrivateCache {
 		return "private, max-age=1"
 	}

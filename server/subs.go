@@ -100,7 +100,7 @@ func (s *Server) serveControl(rec *statusRecorder, r *http.Request, rest string)
 		}
 		body = b
 	}
-	token := bearerToken(r)
+	token := bearerToken(r.Header.Get("Authorization"))
 	var out []byte
 	var cerr *subs.Error
 	status := http.StatusOK
@@ -160,8 +160,9 @@ func controlOp(method, action string) (*auth.Op, bool) {
 	return nil, false
 }
 
-func bearerToken(r *http.Request) string {
-	scheme, tok, ok := strings.Cut(strings.TrimSpace(r.Header.Get("Authorization")), " ")
+// bearerToken is the token of an "Authorization: Bearer" value ("" if none).
+func bearerToken(authorization string) string {
+	scheme, tok, ok := strings.Cut(strings.TrimSpace(authorization), " ")
 	if !ok || !strings.EqualFold(scheme, "Bearer") {
 		return ""
 	}

@@ -222,5 +222,10 @@ func devHost(h string) bool {
 		return true
 	}
 	ip, err := netip.ParseAddr(h)
-	return err == nil && ip.Is4() && ip.As4()[0] == 127 && ip.As4()[1] == 0 && ip.As4()[2] == 0
+	return err == nil && devAddr(ip)
+}
+
+// devAddr: 127.0.0.0/24, the addresses of the development exception.
+func devAddr(ip netip.Addr) bool {
+	return ip.Is4() && ip.As4()[0] == 127 && ip.As4()[1] == 0 && ip.As4()[2] == 0
 }

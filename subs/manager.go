@@ -421,7 +421,7 @@ func (s *sub) create() *Error {
 		delete(m.subs, s.id)
 		m.mu.Unlock()
 		s.deleted = true
-		return &Error{Status: 500, Code: "INTERNAL", Message: "storing the subscription failed"}
+		return internal(err)
 	}
 	m.register(s)
 	m.log.Info("subscription created", "id", s.id, "type", s.cfg.Type, "pattern", s.cfg.Pattern, "links", len(s.links))
@@ -481,7 +481,7 @@ func (m *Manager) Delete(id string) *Error {
 	}
 	defer s.mu.Unlock()
 	if derr := m.eng.Delete(context.Background(), statePath(s.id, s.epoch)); derr != nil && !errors.Is(derr, engine.ErrNotFound) {
-		return &Error{Status: 500, Code: "INTERNAL", Message: "deleting the subscription failed"}
+		return internal(derr)
 	}
 	s.deleted = true
 	if s.timer != nil {
@@ -535,7 +535,7 @@ func (m *Manager) AddStreams(id string, body []byte) *Error {
 		n := *l
 		n.explicit = true
 		if perr := s.persist(record{Op: "link", Path: p, Link: &linkRec{Explicit: true, Glob: n.glob, Acked: n.acked.String()}}); perr != nil {
-			return &Error{Status: 500, Code: "INTERNAL", Message: "storing the link failed"}
+			return internal(perr)
 		}
 		s.links[p] = &n
 		m.mu.Lock()
@@ -558,13 +558,13 @@ func (m *Manager) RemoveStream(id, p string) *Error {
 	}
 	if l.glob {
 		if perr := s.persist(record{Op: "link", Path: p, Link: &linkRec{Glob: true, Acked: l.acked.String()}}); perr != nil {
-			return &Error{Status: 500, Code: "INTERNAL", Message: "storing the link failed"}
+			return internal(perr)
 		}
 		l.explicit = false
 		return nil
 	}
 	if perr := s.persist(record{Op: "unlink", Path: p}); perr != nil {
-		return &Error{Status: 500, Code: "INTERNAL", Message: "storing the link failed"}
+		return internal(perr)
 	}
 	delete(s.links, p)
 	m.mu.Lock()
@@ -713,13 +713,13 @@ func sortedPaths(m map[string]*link) []string {
 func (s *sub) pending() []streamView {
 	var out []streamView
 	yes := true
-	for _, p := range sortedPaths(s.links) {
-		l := s.links[p]
+	for p, l := range s.links {
 		if l.tail > l.acked {
 			out = append(out, streamView{Path: p, LinkType: l.linkType(), AckedOff: l.acked.String(),
 				TailOff: l.tail.String(), HasPending: &yes})
 		}
 	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Path < out[j].Path })
 	return out
 }
 

@@ -279,6 +279,12 @@ func (m *Manager) Callback(id, token string, body []byte) ([]byte, *Error) {
 		return nil, err
 	}
 	defer s.mu.Unlock()
+	return s.acknowledge(req)
+}
+
+// acknowledge applies a callback's or ack's acks: a heartbeat (the lease
+// is extended) unless done, which ends the wake. Called with s.mu.
+func (s *sub) acknowledge(req wakeRequest) ([]byte, *Error) {
 	if !req.Done {
 		if err := s.applyAcks(req.Acks); err != nil {
 			return nil, err
@@ -286,7 +292,7 @@ func (m *Manager) Callback(id, token string, body []byte) ([]byte, *Error) {
 		if err := s.extend(); err != nil {
 			return nil, err
 		}
-		return []byte(`{"ok":true,"next_wake":false}`), nil
+		return okNext(false), nil
 	}
 	next, ferr := s.finish(req.Acks)
 	if ferr != nil {
@@ -365,20 +371,7 @@ func (m *Manager) Ack(id, token string, body []byte) ([]byte, *Error) {
 	if s.holder == "" {
 		return nil, errFenced
 	}
-	if !req.Done {
-		if err := s.applyAcks(req.Acks); err != nil {
-			return nil, err
-		}
-		if err := s.extend(); err != nil {
-			return nil, err
-		}
-		return []byte(`{"ok":true,"next_wake":false}`), nil
-	}
-	next, ferr := s.finish(req.Acks)
-	if ferr != nil {
-		return nil, ferr
-	}
-	return okNext(next), nil
+	return s.acknowledge(req)
 }
 
 // Release gives a pull-wake lease back without acking.
@@ -406,7 +399,7 @@ func webhookClient(dev bool, timeout time.Duration) *http.Client {
 			return &fetch.AddressError{Reason: "unparsable address"}
 		}
 		ip := ap.Addr().Unmap()
-		if dev && (ip == netip.IPv6Loopback() || ip.Is4() && ip.As4()[0] == 127 && ip.As4()[1] == 0 && ip.As4()[2] == 0) {
+		if dev && (ip == netip.IPv6Loopback() || devAddr(ip)) {
 			return nil
 		}
 		if why, bad := fetch.RestrictedAddress(ip); bad {
