@@ -176,8 +176,11 @@ func TestBodyBudget503(t *testing.T) {
 			pw.Close()
 		}()
 	}
+	// Wait until the four hold enough that a 1 MiB body cannot fit: their
+	// writers returning is not enough (the bytes may still sit in socket
+	// buffers, not yet read and charged by the server).
 	deadline := time.Now().Add(5 * time.Second)
-	for holding.Load() < 4 || s.bodies.inUse() < budget/2 {
+	for holding.Load() < 4 || s.bodies.inUse()+bodyCap(1<<20) <= budget {
 		if time.Now().After(deadline) {
 			t.Fatalf("bodies in flight hold %d of %d bytes", s.bodies.inUse(), budget)
 		}
