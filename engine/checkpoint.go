@@ -32,10 +32,12 @@ const ckptName = "checkpoint"
 
 // ckptMagic starts a checkpoint: the stream count is in the trailer, so
 // the file can be written as it is encoded, and each segment names its
-// slab slot. Older files are still read: ckptMagicV2 (no slab slots) and
-// ckptMagicV1 (no slab slots, count in the header).
+// slab slot and its object-storage key ("" if local). Older files are
+// still read: ckptMagicV3 (no keys), ckptMagicV2 (no slab slots either)
+// and ckptMagicV1 (count in the header too).
 var (
-	ckptMagic   = []byte("DSCKPT03")
+	ckptMagic   = []byte("DSCKPT04")
+	ckptMagicV3 = []byte("DSCKPT03")
 	ckptMagicV2 = []byte("DSCKPT02")
 	ckptMagicV1 = []byte("DSCKPT01")
 )
@@ -234,6 +236,7 @@ func (e *Engine) encodeStream(b []byte, s *stream) []byte {
 		b = binary.AppendUvarint(b, uint64(ds.cap))
 		if !e.opts.ckptV2 {
 			b = binary.AppendUvarint(b, uint64(ds.slab1))
+			b = appendString(b, ds.remote)
 		}
 	}
 	return b
@@ -264,7 +267,7 @@ func (e *Engine) loadCheckpoint(byID map[uint64]*stream) (uint64, error) {
 		return 0, err
 	}
 	version := 0
-	for v, magic := range [][]byte{ckptMagicV1, ckptMagicV2, ckptMagic} {
+	for v, magic := range [][]byte{ckptMagicV1, ckptMagicV2, ckptMagicV3, ckptMagic} {
 		if len(raw) >= len(magic) && string(raw[:len(magic)]) == string(magic) {
 			version = v + 1
 		}
@@ -325,6 +328,9 @@ func (e *Engine) loadCheckpoint(byID map[uint64]*stream) (uint64, error) {
 				ds := &dataSeg{base: d.uvarint(), cap: int64(d.uvarint()), ord: uint32(j), slot: -1}
 				if version >= 3 {
 					ds.slab1 = int64(d.uvarint())
+				}
+				if version >= 4 {
+					ds.remote = d.str()
 				}
 				if slot, ok := ds.inSlab(); ok && d.err == nil {
 					if e.store.slab == nil {

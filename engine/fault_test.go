@@ -321,6 +321,7 @@ func TestFailedCommitKeepsStoredBytes(t *testing.T) {
 	ctx := context.Background()
 	fs := errorfs.New(nil)
 	e := openTest(t, t.TempDir(), faultOpts(fs))
+	defer e.Close() // before the directory goes: the log's preparer may still be making a file
 	mustCreate(t, e, "a", CreateOptions{Data: []byte("kept")})
 	fs.Inject(errorfs.Rule{Op: errorfs.Fallocate, PathContains: "/wal/", Err: syscall.ENOSPC})
 	body := bytes.Repeat([]byte("w"), 1000)

@@ -88,6 +88,21 @@ type Options struct {
 	// MaxPathLen bounds stream path length in bytes. Default 1024.
 	MaxPathLen int
 
+	// Remote reads segment bytes that EvictSegments moved to object storage
+	// (the tier package). Nil: no segment is ever remote, and
+	// EvictSegments and AttachRemote fail.
+	Remote Remote
+	// SealAfter starts a new segment for an append when the stream's last
+	// segment is older than this, so its bytes become a sealed segment that
+	// a tier can upload: it bounds how much of a stream's history exists
+	// only on the local disk. Zero: segments are sealed only when full (or
+	// the stream is closed).
+	SealAfter time.Duration
+	// OnRemove is told of each stream removed for good (deleted, or expired)
+	// once its removal is durable: a tier deletes the stream's objects. It
+	// runs on the deleting goroutine and must not block.
+	OnRemove func(RemovedStream)
+
 	// FS performs the storage operations that can fail (fallocate, writes,
 	// syncs, renames). Default: the real file system. Tests inject faults
 	// with vfs/errorfs.
@@ -185,6 +200,12 @@ func (o *Options) Validate() error {
 	}
 	if r.CheckpointInterval < 0 || r.ExpiryInterval < 0 || r.CheckpointBytes < 0 {
 		errs = append(errs, errors.New("intervals and sizes must not be negative"))
+	}
+	if r.SealAfter < 0 {
+		errs = append(errs, fmt.Errorf("SealAfter %v: must not be negative", r.SealAfter))
+	}
+	if r.Remote != nil && r.Durability == DurabilityMemory {
+		errs = append(errs, errors.New("a Remote (object-storage tier) needs durability sync: memory mode has no segments to tier"))
 	}
 	if r.MaxPathLen < 1 {
 		errs = append(errs, fmt.Errorf("MaxPathLen %d: want at least 1", r.MaxPathLen))

@@ -30,6 +30,9 @@ type ReadOptions struct {
 	// scan of up to a few KiB: long-poll and SSE readers woken by an
 	// append set it.
 	Continues uint64
+	// Housekeeping says the read is not a reader's (a tier uploading a
+	// sealed segment): it does not count as an access for the sliding TTL.
+	Housekeeping bool
 }
 
 // Chunk is the result of a read: zero-copy views of stored bytes. The views
@@ -150,7 +153,9 @@ func (e *Engine) Read(path string, from ReadFrom, o ReadOptions) (*Chunk, error)
 	if e.readLookedUp != nil {
 		e.readLookedUp(path)
 	}
-	s.touch(e.clock())
+	if !o.Housekeeping {
+		s.touch(e.clock())
+	}
 	closed := s.visClosed.Load()
 	tail := Offset(s.vis.Load())
 	start := from.Offset
@@ -262,7 +267,7 @@ func (e *Engine) checkBoundary(s *stream, off, tail Offset) error {
 		return ErrCorrupt
 	}
 	for pos := Offset(en.Off); pos < off; {
-		v, err := e.collectSegment(l, pos, off)
+		v, err := e.collectSegment(l, pos, off, 0)
 		if err != nil {
 			return err
 		}
@@ -331,16 +336,23 @@ func (e *Engine) messageEnd(s *stream, off, tail Offset) (int64, error) {
 			limit = min(limit, c.meta.forkOffset)
 		}
 	}
-	views, err := e.collectSegment(l, off, limit)
-	if err != nil {
-		return 0, err
+	// A local segment is viewed to its end at no cost; a remote one is
+	// fetched in windows that double until one holds the message.
+	for window := int64(remoteMessageWindow); ; window *= 2 {
+		v, err := e.collectSegment(l, off, limit, window)
+		if err != nil {
+			return 0, err
+		}
+		n := JSONMessageEnd(v.B)
+		short := int64(len(v.B)) == window && off+Offset(window) < limit
+		v.Release()
+		if n >= 0 {
+			return int64(off) + int64(n), nil
+		}
+		if !short {
+			return -1, nil
+		}
 	}
-	defer views.Release()
-	n := JSONMessageEnd(views.B)
-	if n < 0 {
-		return -1, nil
-	}
-	return int64(off) + int64(n), nil
 }
 
 // collect appends views of [from, to) of s, following the fork chain.
@@ -357,7 +369,7 @@ func (e *Engine) collect(s *stream, from, to Offset, views []segment.View) ([]se
 		from = mid
 	}
 	for from < to {
-		v, err := e.collectSegment(s, from, to)
+		v, err := e.collectSegment(s, from, to, remotePiece)
 		if err != nil {
 			return views, err
 		}
@@ -367,8 +379,19 @@ func (e *Engine) collect(s *stream, from, to Offset, views []segment.View) ([]se
 	return views, nil
 }
 
+// Reads of remote segments: a catch-up read fetches them in pieces of
+// remotePiece bytes (memory per reader stays bounded, and the first byte
+// leaves before the rest is fetched); a message's end is looked for in a
+// window of remoteMessageWindow bytes, doubled until it holds the message.
+const (
+	remotePiece         = 1 << 20
+	remoteMessageWindow = 64 << 10
+)
+
 // collectSegment returns a view of s's own bytes from `from` up to `to` or
-// the end of the segment holding `from`, whichever is first.
+// the end of the segment holding `from`, whichever is first; from a remote
+// segment, also at most maxRemote bytes (0: no limit), fetched from object
+// storage without holding the stream's lock.
 //
 // A reader looks a stream up before it pins the stream's segments, and a
 // delete can come between: remove frees the stream's slab slots and a new
@@ -376,13 +399,18 @@ func (e *Engine) collect(s *stream, from, to Offset, views []segment.View) ([]se
 // delete marks the stream stDeleted under s.mu before it frees anything, and
 // a slot pinned here before that is freed only when the view is released.
 // So a read answers ErrNotFound or the stream's own bytes, never another's.
-func (e *Engine) collectSegment(s *stream, from, to Offset) (segment.View, error) {
+func (e *Engine) collectSegment(s *stream, from, to Offset, maxRemote int64) (segment.View, error) {
 	s.mu.Lock()
 	if s.state == stDeleted {
 		s.mu.Unlock()
 		return segment.View{}, e.goneAfterDurable(s, ErrNotFound)
 	}
-	defer s.mu.Unlock()
+	unlock := true
+	defer func() {
+		if unlock {
+			s.mu.Unlock()
+		}
+	}()
 	d := s.data
 	if d == nil {
 		return segment.View{}, ErrCorrupt
@@ -404,6 +432,17 @@ func (e *Engine) collectSegment(s *stream, from, to Offset) (segment.View, error
 		segEnd = min(segEnd, d.segs[i+1].base)
 	}
 	n := min(uint64(to), segEnd) - uint64(from)
+	if key := ds.remote; key != "" {
+		// A remote segment is sealed: its bytes cannot change under the
+		// fetch, which runs unlocked so appends never wait on the bucket.
+		if maxRemote > 0 {
+			n = min(n, uint64(maxRemote))
+		}
+		pos := int64(uint64(from) - ds.base)
+		unlock = false
+		s.mu.Unlock()
+		return e.readRemote(key, pos, int64(n))
+	}
 	f, err := e.store.pin(s.id, ds, false)
 	if err != nil {
 		return segment.View{}, err

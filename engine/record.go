@@ -13,6 +13,7 @@ const (
 	recCreate   byte = 2
 	recAppend   byte = 3
 	recDelete   byte = 4
+	recRemote   byte = 5 // a sealed segment's bytes are in object storage (remoteRec)
 )
 
 // Flags of create and append records.
@@ -96,6 +97,44 @@ func (r *appendRec) encode(b []byte) []byte {
 func encodeDelete(b []byte, id uint64) []byte {
 	b = append(b, recDelete)
 	return binary.LittleEndian.AppendUint64(b, id)
+}
+
+// remoteRec says that the bytes [base, base+n) of a stream, a whole
+// sealed segment, are the object key in object storage: an evicted
+// segment (its local file goes once a checkpoint covers the record), or
+// with adopt, a segment a restore attaches at the stream's tail.
+type remoteRec struct {
+	id    uint64
+	adopt bool
+	base  uint64
+	n     uint64
+	key   string
+}
+
+func (r *remoteRec) encode(b []byte) []byte {
+	b = append(b, recRemote)
+	b = binary.LittleEndian.AppendUint64(b, r.id)
+	var fl byte
+	if r.adopt {
+		fl = 1
+	}
+	b = append(b, fl)
+	b = binary.AppendUvarint(b, r.base)
+	b = binary.AppendUvarint(b, r.n)
+	return appendString(b, r.key)
+}
+
+func decodeRemote(p []byte) (remoteRec, error) {
+	d := decoder{b: p}
+	r := remoteRec{id: d.u64()}
+	r.adopt = d.byte1() == 1
+	r.base = d.uvarint()
+	r.n = d.uvarint()
+	r.key = d.str()
+	if d.err == nil && r.key == "" {
+		d.err = errors.New("remote record without a key")
+	}
+	return r, d.err
 }
 
 func appendString(b []byte, s string) []byte {

@@ -239,6 +239,14 @@ func (e *Engine) replay(byID map[uint64]*stream, rs *replayState, p []byte) erro
 			}
 			s = src
 		}
+	case recRemote:
+		r, err := decodeRemote(p[1:])
+		if err != nil {
+			return fmt.Errorf("%w: remote record: %w", ErrCorrupt, err)
+		}
+		if s := byID[r.id]; s != nil {
+			return e.replayRemote(s, &r)
+		}
 	default:
 		return fmt.Errorf("%w: record kind %d", ErrCorrupt, p[0])
 	}
@@ -252,7 +260,11 @@ func leUint64(b []byte) uint64 {
 
 // removeOrphans deletes stream files that belong to no stream: left by a
 // crash between a delete's commit and its file removal, by a create that
-// never committed, or by a delete that skipped a segment it did not know.
+// never committed, or by a delete that skipped a segment it did not know;
+// and segment files a stream no longer has locally: evicted to object
+// storage, or laid out differently by the replay (a segment started by
+// SealAfter before a crash is not started again when replay puts the
+// same bytes back).
 func (e *Engine) removeOrphans(byID map[uint64]*stream) {
 	fans, err := os.ReadDir(e.store.root)
 	if err != nil {
@@ -274,7 +286,7 @@ func (e *Engine) removeOrphans(byID map[uint64]*stream) {
 			if !ok {
 				continue
 			}
-			if s := byID[id]; s == nil || s.state == stDeleted {
+			if s := byID[id]; s == nil || s.state == stDeleted || !s.hasLocalSegment(ent.Name()) {
 				if err := os.Remove(filepath.Join(dir, ent.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
 					e.log.Warn("remove orphan stream file", "file", ent.Name(), "err", err)
 				}
@@ -305,4 +317,23 @@ func (e *Engine) checkpointLoop() {
 		}
 		last = time.Now()
 	}
+}
+
+// hasLocalSegment reports whether name, a file of s in its fan-out
+// directory, is its index or one of its local segments. Recovery only (no
+// lock).
+func (s *stream) hasLocalSegment(name string) bool {
+	var id, base uint64
+	if n, err := fmt.Sscanf(name, "%016x.%020d.seg", &id, &base); err != nil || n != 2 {
+		return true // the index, or not a segment name: not this sweep's to judge
+	}
+	if s.data == nil {
+		return false
+	}
+	for _, ds := range s.data.segs {
+		if ds.base == base && ds.slab1 == 0 && ds.remote == "" {
+			return true
+		}
+	}
+	return false
 }

@@ -36,6 +36,11 @@ type dataSeg struct {
 	dirty atomic.Bool                  // written since the last checkpoint's sync (see dirtySet)
 	slot  int                          // position in the clock ring (under storage.mu), -1 if none
 	slab1 int64                        // 1 + the slab slot holding the segment; 0: a file of its own
+	// remote is the object-storage key holding the segment's bytes once it
+	// was evicted or attached by a restore ("": local). Guarded by the
+	// stream's mu; a remote segment is never pinned or written.
+	remote  string
+	created int64 // unix nanoseconds, when this process made or loaded it (SealAfter)
 }
 
 // inSlab reports the slab slot holding ds, if it is in one.
@@ -315,9 +320,11 @@ func (e *Engine) putData(s *stream, off Offset, n int64, ref bool, fill fill) (b
 	ds := d.lastSeg()
 	create := false
 	// A by-reference append, whose bytes replay needs from its segment,
-	// never goes into a slab slot (see slab).
-	if ds == nil || uint64(off) < ds.base || end > ds.base+uint64(ds.cap) || ds.slab1 != 0 && ref {
-		ds = &dataSeg{base: uint64(off), cap: e.store.nextCap(ds, n), ord: uint32(len(d.segs)), slot: -1}
+	// never goes into a slab slot (see slab). A remote segment is sealed.
+	if ds == nil || uint64(off) < ds.base || end > ds.base+uint64(ds.cap) || ds.slab1 != 0 && ref ||
+		ds.remote != "" || e.sealByAge(ds, off) {
+		ds = &dataSeg{base: uint64(off), cap: e.store.nextCap(ds, n), ord: uint32(len(d.segs)), slot: -1,
+			created: e.clock().UnixNano()}
 		create = true
 		if sb := e.store.slab; len(d.segs) == 0 && sb != nil && ds.cap == sb.slotSize && !ref {
 			slot, err := e.store.slab.alloc()
@@ -442,7 +449,15 @@ func (e *Engine) ensureIndex(s *stream) error {
 	for i, ds := range d.segs {
 		used := d.segUsed(i, tail)
 		seg := index.Segment{Base: ds.base}
-		if s.meta.json && used >= every {
+		if s.meta.json && used >= every && ds.remote != "" {
+			// A restored stream's first read: its boundaries are in the
+			// objects (fetched under the stream's lock, once).
+			v, err := e.readRemote(ds.remote, 0, int64(used))
+			if err != nil {
+				return err
+			}
+			seg.Data = v.B
+		} else if s.meta.json && used >= every {
 			f, err := e.store.pin(s.id, ds, false)
 			if err != nil {
 				return err

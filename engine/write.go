@@ -829,6 +829,7 @@ func (e *Engine) remove(s *stream) {
 		e.nStreams.Add(-1)
 		s.mu.Lock()
 		var segs []*dataSeg
+		gone := RemovedStream{Path: s.path, StreamID: s.id, CreatedAt: s.meta.createdAt, Remote: s.remoteKeys()}
 		if s.data != nil {
 			segs = s.data.segs
 			e.store.drop(segs)
@@ -838,6 +839,9 @@ func (e *Engine) remove(s *stream) {
 		s.mu.Unlock()
 		if err := e.store.removeFiles(s.id, segs); err != nil {
 			e.log.Warn("remove stream files", "path", s.path, "err", err)
+		}
+		if e.opts.OnRemove != nil {
+			e.opts.OnRemove(gone)
 		}
 		src := s.meta.source
 		if src == nil {

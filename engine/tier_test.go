@@ -1,0 +1,371 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// memRemote is object storage for the engine's side of tiering: the tier
+// package tests the same paths against a real S3 server.
+type memRemote struct {
+	mu      sync.Mutex
+	objs    map[string][]byte
+	failing atomic.Bool
+	reads   atomic.Int64
+}
+
+func newMemRemote() *memRemote { return &memRemote{objs: map[string][]byte{}} }
+
+func (m *memRemote) ReadAt(_ context.Context, key string, p []byte, off int64) error {
+	m.reads.Add(1)
+	if m.failing.Load() {
+		return errors.New("bucket unreachable")
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	b, ok := m.objs[key]
+	if !ok || off+int64(len(p)) > int64(len(b)) {
+		return fmt.Errorf("no %d bytes at %d in %q", len(p), off, key)
+	}
+	copy(p, b[off:])
+	return nil
+}
+
+// upload copies every sealed local file segment into m, the way the tier
+// does (a housekeeping read of exactly the segment), and evicts them.
+func upload(t *testing.T, e *Engine, m *memRemote) int {
+	t.Helper()
+	type seg struct {
+		SegmentInfo
+		key string
+	}
+	var segs []seg
+	e.Segments(func(in SegmentInfo) bool {
+		if in.Sealed && !in.Slab && in.Remote == "" && in.Len > 0 {
+			segs = append(segs, seg{in, fmt.Sprintf("%s/%d/%d", in.Path, in.StreamID, in.Base)})
+		}
+		return true
+	})
+	n := 0
+	for _, s := range segs {
+		c, err := e.Read(s.Path, At(s.Base), ReadOptions{End: s.Base + Offset(s.Len), MaxBytes: s.Len, Housekeeping: true})
+		if err != nil {
+			t.Fatalf("read segment %s@%d: %v", s.Path, s.Base, err)
+		}
+		m.mu.Lock()
+		m.objs[s.key] = bytes.Join(c.Data(), nil)
+		m.mu.Unlock()
+		c.Release()
+		k, err := e.EvictSegments(context.Background(), []Eviction{{s.Path, s.StreamID, RemoteSegment{Base: s.Base, Len: s.Len, Key: s.key}}})
+		if err != nil {
+			t.Fatalf("evict %s@%d: %v", s.Path, s.Base, err)
+		}
+		n += k
+	}
+	return n
+}
+
+func segFiles(t *testing.T, dir string) int {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(dir, "streams", "*", "*.seg"))
+	return len(files)
+}
+
+// TestEvictedSegmentsReadBack: sealed segments evicted to a Remote read
+// back exactly (byte and JSON streams, whole and paged, across restarts),
+// their files are gone, and appends go on into local segments.
+func TestEvictedSegmentsReadBack(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	m := newMemRemote()
+	opts := &Options{Remote: m, MinSegmentSize: 4 << 10, MaxSegmentSize: 8 << 10, CheckpointInterval: time.Hour}
+	e := openTest(t, dir, opts)
+	if _, _, err := e.Create(ctx, "b", CreateOptions{ContentType: "text/plain"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := e.Create(ctx, "j", CreateOptions{ContentType: "application/json"}); err != nil {
+		t.Fatal(err)
+	}
+	var want bytes.Buffer
+	var msgs []string
+	for i := range 400 {
+		p := fmt.Sprintf("line %04d %s\n", i, strings.Repeat("x", i%97))
+		want.WriteString(p)
+		if _, err := e.Append(ctx, "b", []byte(p), AppendOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		msg := fmt.Sprintf(`{"i":%d,"pad":"%s"}`, i, strings.Repeat("y", i%53))
+		msgs = append(msgs, msg)
+		if _, err := e.Append(ctx, "j", []byte(msg), AppendOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wantJSON := "[" + strings.Join(msgs, ",") + "]"
+	before := segFiles(t, dir)
+	n := upload(t, e, m)
+	if n < 3 {
+		t.Fatalf("evicted %d segments, want several", n)
+	}
+	if after := segFiles(t, dir); after != before-n {
+		t.Fatalf("segment files: %d before, %d after evicting %d", before, after, n)
+	}
+	check := func(e *Engine, what string) {
+		t.Helper()
+		if got := readAll(t, e, "b"); got != want.String() {
+			t.Fatalf("%s: byte stream reads %d bytes, want %d (equal %v)", what, len(got), want.Len(), got == want.String())
+		}
+		if got := readAll(t, e, "j"); got != wantJSON {
+			t.Fatalf("%s: JSON stream differs", what)
+		}
+		// Paged JSON reads cut at message boundaries inside remote segments.
+		var all []string
+		off := Offset(0)
+		for {
+			c, err := e.Read("j", At(off), ReadOptions{MaxBytes: 1000})
+			if err != nil {
+				t.Fatalf("%s: paged read at %d: %v", what, off, err)
+			}
+			body := string(c.Bytes())
+			if body != "[]" {
+				all = append(all, strings.TrimSuffix(strings.TrimPrefix(body, "["), "]"))
+			}
+			off = c.Next
+			done := c.UpToDate
+			c.Release()
+			if done {
+				break
+			}
+		}
+		if got := "[" + strings.Join(all, ",") + "]"; got != wantJSON {
+			t.Fatalf("%s: paged JSON read differs", what)
+		}
+		// An offset inside a remote message is still refused.
+		if _, err := e.Read("j", At(3), ReadOptions{}); !errors.Is(err, ErrNotBoundary) {
+			t.Fatalf("%s: read inside a message: %v, want ErrNotBoundary", what, err)
+		}
+	}
+	check(e, "after eviction")
+	if _, err := e.Append(ctx, "b", []byte("tail\n"), AppendOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	want.WriteString("tail\n")
+	// Restart without a checkpoint since the evictions' own.
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e = openTest(t, dir, opts)
+	check(e, "after restart")
+	if err := e.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	e.Close()
+	e = openTest(t, dir, opts)
+	defer e.Close()
+	check(e, "after a checkpoint and restart")
+
+	// The bucket fails: reads of remote bytes answer ErrUnavailable,
+	// never other bytes; appends and reads of local bytes go on.
+	m.failing.Store(true)
+	if _, err := e.Read("b", ReadFrom{Kind: FromStart}, ReadOptions{}); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("read with the bucket down: %v, want ErrUnavailable", err)
+	}
+	res, err := e.Append(ctx, "b", []byte("more\n"), AppendOptions{})
+	if err != nil {
+		t.Fatalf("append with the bucket down: %v", err)
+	}
+	c, err := e.Read("b", At(res.Tail-5), ReadOptions{})
+	if err != nil || string(c.Bytes()) != "more\n" {
+		t.Fatalf("read of local tail with the bucket down: %v", err)
+	}
+	c.Release()
+	m.failing.Store(false)
+
+	// Delete: OnRemove is not set here; the files and the record go.
+	if err := e.Delete(ctx, "b"); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestEvictionCrashWindow: a restart after the remote record is durable
+// but before the checkpoint and the file removal still reads remote bytes,
+// and the leftover file is swept.
+func TestEvictionCrashWindow(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	m := newMemRemote()
+	opts := &Options{Remote: m, MinSegmentSize: 4 << 10, MaxSegmentSize: 4 << 10, CheckpointInterval: time.Hour}
+	e := openTest(t, dir, opts)
+	e.Create(ctx, "s", CreateOptions{ContentType: "text/plain"})
+	var want bytes.Buffer
+	for i := range 50 {
+		p := fmt.Sprintf("%03d%s", i, strings.Repeat("z", 500))
+		want.WriteString(p)
+		if _, err := e.Append(ctx, "s", []byte(p), AppendOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var in SegmentInfo
+	e.Segments(func(s SegmentInfo) bool {
+		if s.Sealed && !s.Slab {
+			in = s
+			return false
+		}
+		return true
+	})
+	c, _ := e.Read("s", At(in.Base), ReadOptions{End: in.Base + Offset(in.Len), MaxBytes: in.Len})
+	m.objs["k"] = bytes.Join(c.Data(), nil)
+	c.Release()
+	// Step (1) of an eviction only: the record, durable, and no checkpoint.
+	s, _ := e.lookup("s")
+	s.mu.Lock()
+	rec := remoteRec{id: s.id, base: uint64(in.Base), n: uint64(in.Len), key: "k"}
+	lsn, err := e.commit(rec.encode(nil), nil)
+	s.mu.Unlock()
+	if err != nil || e.durable(ctx, lsn) != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	s.data.segs[s.segAt(uint64(in.Base))].remote = "k"
+	s.mu.Unlock()
+	// A crash here: the file is still there, the log has the record. The
+	// open engine's files as they are now (the page cache) are what a
+	// SIGKILL leaves.
+	crashed := t.TempDir()
+	if err := os.CopyFS(crashed, os.DirFS(dir)); err != nil {
+		t.Fatal(err)
+	}
+	e.Close()
+	dir = crashed
+	before := segFiles(t, dir)
+	e = openTest(t, dir, opts)
+	defer e.Close()
+	if got := readAll(t, e, "s"); got != want.String() {
+		t.Fatal("read after the crash window differs")
+	}
+	if after := segFiles(t, dir); after != before-1 {
+		t.Fatalf("segment files %d after restart, want %d (the evicted one swept)", after, before-1)
+	}
+	if m.reads.Load() == 0 {
+		t.Fatal("the evicted segment was not read from the remote")
+	}
+}
+
+// TestAttachRemote: a restore attaches remote segments to an empty stream
+// of a new engine; they read back, across a restart, and appends follow.
+func TestAttachRemote(t *testing.T) {
+	ctx := context.Background()
+	m := newMemRemote()
+	var msgs []string
+	var seg1, seg2 bytes.Buffer
+	for i := range 300 {
+		msg := fmt.Sprintf(`{"n":%d}`, i)
+		msgs = append(msgs, msg)
+		if i < 200 {
+			seg1.WriteString(msg + ",")
+		} else {
+			seg2.WriteString(msg + ",")
+		}
+	}
+	m.objs["a"], m.objs["b"] = seg1.Bytes(), seg2.Bytes()
+	dir := t.TempDir()
+	opts := &Options{Remote: m, IndexEvery: 256}
+	e := openTest(t, dir, opts)
+	e.Create(ctx, "r", CreateOptions{ContentType: "application/json"})
+	err := e.AttachRemote(ctx, "r", []RemoteSegment{
+		{Base: 0, Len: int64(seg1.Len()), Key: "a"},
+		{Base: Offset(seg1.Len()), Len: int64(seg2.Len()), Key: "b"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "[" + strings.Join(msgs, ",") + "]"
+	if got := readAll(t, e, "r"); got != want {
+		t.Fatalf("attached stream reads %q", got)
+	}
+	if err := e.AttachRemote(ctx, "r", []RemoteSegment{{Base: 5, Len: 1, Key: "x"}}); err == nil {
+		t.Fatal("attach away from the tail accepted")
+	}
+	e.Append(ctx, "r", []byte(`{"n":"local"}`), AppendOptions{})
+	e.Close()
+	os.Remove(filepath.Join(dir, "streams", fmt.Sprintf("%02x", 1), fmt.Sprintf("%016x.index", 1))) // index rebuilt from the objects
+	e = openTest(t, dir, opts)
+	defer e.Close()
+	want = "[" + strings.Join(append(msgs, `{"n":"local"}`), ",") + "]"
+	if got := readAll(t, e, "r"); got != want {
+		t.Fatalf("after restart reads %q", got)
+	}
+	c, err := e.Read("r", At(Offset(seg1.Len())), ReadOptions{MaxBytes: 100})
+	if err != nil || !strings.HasPrefix(string(c.Bytes()), `[{"n":200}`) {
+		t.Fatalf("read at the second object: %v", err)
+	}
+	c.Release()
+}
+
+// TestSealAfter: an append to a segment older than SealAfter starts a new
+// one, so the old one is sealed.
+func TestSealAfter(t *testing.T) {
+	ctx := context.Background()
+	now := time.Unix(1e9, 0)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	e := openTest(t, t.TempDir(), &Options{SealAfter: time.Minute, Clock: clock})
+	defer e.Close()
+	e.Create(ctx, "s", CreateOptions{ContentType: "text/plain", Data: []byte("a")})
+	e.Append(ctx, "s", []byte("b"), AppendOptions{})
+	sealed := func() (n int) {
+		e.Segments(func(in SegmentInfo) bool {
+			if in.Sealed {
+				n++
+			}
+			return true
+		})
+		return n
+	}
+	if n := sealed(); n != 0 {
+		t.Fatalf("%d sealed segments before a minute", n)
+	}
+	mu.Lock()
+	now = now.Add(2 * time.Minute)
+	mu.Unlock()
+	e.Append(ctx, "s", []byte("c"), AppendOptions{})
+	if n := sealed(); n != 1 {
+		t.Fatalf("%d sealed segments after a minute, want 1", n)
+	}
+	if got := readAll(t, e, "s"); got != "abc" {
+		t.Fatalf("read %q", got)
+	}
+}
+
+// TestOnRemoveGetsRemoteKeys: a deleted stream's remote keys reach
+// OnRemove once the delete is durable.
+func TestOnRemoveGetsRemoteKeys(t *testing.T) {
+	ctx := context.Background()
+	m := newMemRemote()
+	var got []RemovedStream
+	var mu sync.Mutex
+	e := openTest(t, t.TempDir(), &Options{Remote: m, MinSegmentSize: 4 << 10, MaxSegmentSize: 4 << 10,
+		OnRemove: func(r RemovedStream) { mu.Lock(); got = append(got, r); mu.Unlock() }})
+	defer e.Close()
+	e.Create(ctx, "s", CreateOptions{ContentType: "text/plain"})
+	for range 20 {
+		e.Append(ctx, "s", bytes.Repeat([]byte("q"), 1000), AppendOptions{})
+	}
+	n := upload(t, e, m)
+	if err := e.Delete(ctx, "s"); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) != 1 || got[0].Path != "s" || len(got[0].Remote) != n {
+		t.Fatalf("OnRemove got %+v, want s with %d keys", got, n)
+	}
+}
