@@ -39,6 +39,7 @@ var statusOf = []struct {
 	{engine.ErrNotBoundary, http.StatusBadRequest},
 	{engine.ErrNoSpace, http.StatusInsufficientStorage},
 	{engine.ErrFailed, http.StatusServiceUnavailable},
+	{engine.ErrUnavailable, http.StatusServiceUnavailable},
 	{engine.ErrEngineClosed, http.StatusServiceUnavailable},
 }
 

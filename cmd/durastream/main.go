@@ -115,6 +115,7 @@ type serveFlags struct {
 	fetchTrustForwardedProto bool
 
 	auth authFlags
+	tier tierFlags
 
 	noSubscriptions, webhookDev bool
 	catchupMaxAge               time.Duration
@@ -177,6 +178,7 @@ func parseServeFlags(args []string) (*serveFlags, error) {
 	fs.BoolVar(&f.fetchTrustForwardedProto, "fetch-trust-forwarded-proto", false, "durablefetch API: take the upstream scheme from X-Forwarded-Proto (only behind a TLS-terminating proxy that sets it)")
 	fs.StringVar(&f.proxyBaseURL, "proxy-base-url", "", "public URL of /v1/proxy for Location headers behind a reverse proxy, e.g. https://api.example.com/v1/proxy (default: from the request)")
 	f.auth.register(fs)
+	f.tier.register(fs)
 	fs.DurationVar(&f.catchupMaxAge, "catchup-max-age", 0, "how long a shared cache may serve a catch-up read without asking again; 0: no-cache (caches revalidate every use: never stale, never a deleted stream's bytes); 60s is the protocol's CDN suggestion for streams whose paths are never reused")
 	fs.BoolVar(&f.noSubscriptions, "no-subscriptions", false, "turn the subscription APIs (__ds/subscriptions: webhooks, pull-wake) off")
 	fs.BoolVar(&f.webhookDev, "webhook-dev", false, "development: allow http://localhost and http://127.0.0.x webhook URLs (otherwise https to public addresses only)")
@@ -285,10 +287,19 @@ func serve(args []string) error {
 	} else {
 		log.Warn("access control off: every caller may create, append to and delete every stream")
 	}
-	eng, err := engine.Open(f.dataDir, &engine.Options{Durability: engine.Durability(f.durability), Logger: log,
+	engOpts := &engine.Options{Durability: engine.Durability(f.durability), Logger: log,
 		MaxPathLen: f.maxPathBytes, BufferedLargeAppends: f.bufferedLarge,
-		CheckpointInterval: f.ckptInterval, CheckpointBytes: f.ckptBytes})
+		CheckpointInterval: f.ckptInterval, CheckpointBytes: f.ckptBytes}
+	tiering, err := f.tier.newTier(f.durability, engOpts, log)
 	if err != nil {
+		return err
+	}
+	eng, err := engine.Open(f.dataDir, engOpts)
+	if err != nil {
+		return err
+	}
+	if err := f.tier.start(tiering, eng, log); err != nil {
+		eng.Close()
 		return err
 	}
 	// The upstream-fetch manager, shared by the durable fetch front doors.
@@ -317,6 +328,9 @@ func serve(args []string) error {
 	// closeEngine stops the fetches (their streams are closed, outcome
 	// interrupted) and the subscriptions' deliveries before the engine closes.
 	closeEngine := func() error {
+		if tiering != nil {
+			tiering.Close()
+		}
 		if fetches != nil {
 			fetches.Close()
 		}

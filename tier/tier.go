@@ -1,0 +1,307 @@
+// Package tier keeps sealed stream segments in S3-compatible object storage
+// (MinIO, Ceph, R2, versitygw, AWS S3) and the local disk within a budget.
+//
+// In the background it uploads every sealed segment (engine.Segments) as
+// one create-only object, verifies it (the server checks Content-MD5; a
+// HEAD checks size and ETag), and records it in the stream's manifest, a
+// small JSON object at a key derived from the stream's path, so a stream's
+// history is found without listing the bucket. When the local segment
+// files exceed the budget, the coldest segments that the manifest says are
+// verified in the bucket are evicted (engine.EvictSegments): reads of them
+// then come back through ReadAt, with range GETs of the bytes asked for.
+//
+// The tier never sits on the append path: a bucket that is down only
+// delays uploads (retried with backoff) and fails reads of evicted bytes
+// (engine.ErrUnavailable; the server answers 503). Deleted and expired
+// streams' objects are deleted after the fact (Removed), and a sweep at
+// start deletes what a crash left behind. Restore puts every stream of a
+// bucket back onto an empty engine (disaster recovery).
+//
+// One server per bucket prefix: the sweep deletes objects no live stream
+// of this server refers to.
+package tier
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/durastream/durastream/engine"
+)
+
+// Config configures a Tier. Zero fields take the defaults given.
+type Config struct {
+	Endpoint  string // host[:port] of the S3 API, no scheme
+	Bucket    string
+	Prefix    string // key prefix; "" or ending in "/"
+	Region    string
+	AccessKey string // default $AWS_ACCESS_KEY_ID (read by the caller)
+	SecretKey string
+	TLS       bool // https to the endpoint
+
+	// LocalBudget bounds the bytes of local segment files: past it, the
+	// coldest sealed segments verified in the bucket are evicted. 0: never
+	// evict (the bucket is then a copy for disaster recovery).
+	LocalBudget int64
+	// ScanInterval is how often sealed segments are looked for (each scan
+	// visits every stream). Default 5 s.
+	ScanInterval time.Duration
+	// MaxBackoff caps the wait between scans after failures (doubling from
+	// ScanInterval). Default 60 s.
+	MaxBackoff time.Duration
+	// Uploaders is how many segments upload at once. Default 4.
+	Uploaders int
+	// RequestTimeout bounds each request to the bucket. Default 30 s; an
+	// upload gets this plus 1 s per MiB.
+	RequestTimeout time.Duration
+	// Transport for the S3 client (tests); default minio-go's.
+	Transport http.RoundTripper
+	Logger    *slog.Logger
+}
+
+func (c *Config) withDefaults() Config {
+	r := *c
+	if r.ScanInterval <= 0 {
+		r.ScanInterval = 5 * time.Second
+	}
+	if r.MaxBackoff <= 0 {
+		r.MaxBackoff = 60 * time.Second
+	}
+	if r.Uploaders <= 0 {
+		r.Uploaders = 4
+	}
+	if r.RequestTimeout <= 0 {
+		r.RequestTimeout = 30 * time.Second
+	}
+	if r.Logger == nil {
+		r.Logger = slog.New(slog.DiscardHandler)
+	}
+	if r.Prefix != "" && !strings.HasSuffix(r.Prefix, "/") {
+		r.Prefix += "/"
+	}
+	return r
+}
+
+// Validate reports every missing or invalid field.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Endpoint == "" || strings.Contains(c.Endpoint, "://") {
+		errs = append(errs, fmt.Errorf("S3 endpoint %q: want host[:port], no scheme (TLS is its own setting)", c.Endpoint))
+	}
+	if c.Bucket == "" {
+		errs = append(errs, errors.New("S3 bucket is required"))
+	}
+	if c.AccessKey == "" || c.SecretKey == "" {
+		errs = append(errs, errors.New("S3 credentials are required (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or flags)"))
+	}
+	if c.LocalBudget < 0 {
+		errs = append(errs, fmt.Errorf("local budget %d: must not be negative", c.LocalBudget))
+	}
+	return errors.Join(errs...)
+}
+
+// Tier uploads, evicts and reads back segments. Create it with New, give
+// it to the engine as Options.Remote (and Removed as Options.OnRemove),
+// then Start it with the open engine.
+type Tier struct {
+	cfg Config
+	s3  *minio.Client
+	log *slog.Logger
+	eng atomic.Pointer[engine.Engine]
+
+	streams map[uint64]*streamState // by stream id; the scan goroutine's own
+
+	removed chan engine.RemovedStream
+	sweep   atomic.Bool // a removal did not fit the queue: sweep the bucket
+
+	kick    chan struct{}
+	stop    chan struct{}
+	done    chan struct{}
+	once    sync.Once
+	started atomic.Bool
+
+	stats stats
+}
+
+// New checks the configuration and makes the S3 client (no request yet).
+func New(cfg Config) (*Tier, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	c := cfg.withDefaults()
+	cl, err := minio.New(c.Endpoint, &minio.Options{
+		Creds:     credentials.NewStaticV4(c.AccessKey, c.SecretKey, ""),
+		Secure:    c.TLS,
+		Region:    c.Region,
+		Transport: c.Transport,
+		// A failed round is retried with backoff by the loop; a read of
+		// evicted bytes should fail fast (503) rather than retry for long.
+		MaxRetries: 2,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("tier: S3 client: %w", err)
+	}
+	return &Tier{cfg: c, s3: cl, log: c.Logger, streams: map[uint64]*streamState{},
+		removed: make(chan engine.RemovedStream, 4096),
+		kick:    make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}, nil
+}
+
+// Check makes sure the bucket is there and answers, so that a server with a
+// wrong endpoint, bucket or key fails at start with a clear message.
+func (t *Tier) Check(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, t.cfg.RequestTimeout)
+	defer cancel()
+	ok, err := t.s3.BucketExists(ctx, t.cfg.Bucket)
+	if err != nil {
+		return fmt.Errorf("tier: bucket %q at %s: %w", t.cfg.Bucket, t.cfg.Endpoint, err)
+	}
+	if !ok {
+		return fmt.Errorf("tier: bucket %q does not exist at %s", t.cfg.Bucket, t.cfg.Endpoint)
+	}
+	return nil
+}
+
+// Start runs the background work against eng until Close.
+func (t *Tier) Start(eng *engine.Engine) {
+	t.Attach(eng)
+	t.started.Store(true)
+	go t.loop()
+}
+
+// Close stops the background work and waits for it. In-flight uploads are
+// abandoned (create-only objects: a retry after a restart finds them).
+func (t *Tier) Close() {
+	t.once.Do(func() { close(t.stop) })
+	if t.started.Load() {
+		<-t.done
+	}
+}
+
+// Kick asks for a scan now rather than at the next interval.
+func (t *Tier) Kick() {
+	select {
+	case t.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Removed is engine.Options.OnRemove: the stream's objects are deleted in
+// the background. It never blocks; when the queue is full the next scan
+// sweeps the bucket instead.
+func (t *Tier) Removed(r engine.RemovedStream) {
+	select {
+	case t.removed <- r:
+		t.Kick()
+	default:
+		t.sweep.Store(true)
+	}
+}
+
+func (t *Tier) loop() {
+	defer close(t.done)
+	wait := time.Duration(0)
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-t.stop:
+			return
+		case <-timer.C:
+		case <-t.kick:
+			if !timer.Stop() {
+				select {
+				case <-timer.C:
+				default:
+				}
+			}
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			select {
+			case <-t.stop:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		err := t.cycle(ctx)
+		cancel()
+		if err != nil {
+			wait = min(max(2*wait, t.cfg.ScanInterval), t.cfg.MaxBackoff)
+			t.log.Warn("tier: object storage work failed; retrying with backoff", "retry_in", wait, "err", err)
+		} else {
+			wait = t.cfg.ScanInterval
+		}
+		timer.Reset(wait)
+	}
+}
+
+// cycle is one round: deletions, uploads, evictions. Its error is the
+// first failure (the round still does what it can).
+func (t *Tier) cycle(ctx context.Context) error {
+	t.stats.cycles.Add(1)
+	errs := []error{t.deleteRemoved(ctx)}
+	segs, err := t.scan()
+	if err != nil {
+		return err
+	}
+	if t.sweep.Swap(false) {
+		if err := t.sweepBucket(ctx, segs); err != nil {
+			t.sweep.Store(true)
+			errs = append(errs, err)
+		}
+	}
+	errs = append(errs, t.uploadAll(ctx, segs), t.evict(ctx, segs))
+	return errors.Join(errs...)
+}
+
+// Sync runs one round now, on the caller's goroutine: for tests and
+// benchmarks. It must not overlap Start's loop (call it on a Tier that was
+// given the engine with Attach instead).
+func (t *Tier) Sync(ctx context.Context) error { return t.cycle(ctx) }
+
+// Attach gives the tier its engine without starting the loop (Sync then
+// drives it).
+func (t *Tier) Attach(eng *engine.Engine) {
+	t.eng.Store(eng)
+	t.sweep.Store(true) // what a crash left: swept by the first round
+}
+
+// Keys.
+//
+//	<prefix>seg/<incarnation>/<base>-<len>   a segment's bytes
+//	<prefix>manifest/<sha256(path)>.json     a stream's manifest
+//
+// An incarnation is the stream's creation time and engine id: a stream
+// deleted and created again, or restored onto another machine, writes new
+// keys, so create-only uploads never collide with an older one's.
+func incarnation(createdAt int64, id uint64) string {
+	return fmt.Sprintf("%016x-%x", createdAt, id)
+}
+
+func (t *Tier) segKey(inc string, base engine.Offset, n int64) string {
+	return fmt.Sprintf("%sseg/%s/%020d-%d", t.cfg.Prefix, inc, uint64(base), n)
+}
+
+func (t *Tier) incPrefix(inc string) string { return t.cfg.Prefix + "seg/" + inc + "/" }
+
+func (t *Tier) manifestKey(path string) string {
+	h := sha256.Sum256([]byte(path))
+	return t.cfg.Prefix + "manifest/" + hex.EncodeToString(h[:]) + ".json"
+}
+
+// isNotFound reports a missing key or bucket.
+func isNotFound(err error) bool {
+	code := minio.ToErrorResponse(err).Code
+	return code == "NoSuchKey" || code == "NotFound"
+}

@@ -1,0 +1,449 @@
+package tier_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+
+	"github.com/durastream/durastream/engine"
+	"github.com/durastream/durastream/server"
+	"github.com/durastream/durastream/tier"
+	"github.com/durastream/durastream/tier/s3test"
+)
+
+// node is an engine with a tier, driven by Sync (no background loop).
+type node struct {
+	t    *testing.T
+	dir  string
+	eng  *engine.Engine
+	tier *tier.Tier
+	cfg  tier.Config
+	opts engine.Options
+}
+
+func tierConfig(s *s3test.Server, endpoint string) tier.Config {
+	return tier.Config{Endpoint: endpoint, Bucket: s.Bucket, Prefix: "ds/", AccessKey: s.AccessKey, SecretKey: s.SecretKey,
+		RequestTimeout: 3 * time.Second}
+}
+
+// openNode opens an engine in dir whose segments are small (so that a
+// few hundred KiB make many sealed segments) with a tier on cfg.
+func openNode(t *testing.T, dir string, cfg tier.Config, o engine.Options) *node {
+	t.Helper()
+	tr, err := tier.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.MinSegmentSize == 0 {
+		o.MinSegmentSize, o.MaxSegmentSize = 4<<10, 32<<10
+	}
+	o.Remote, o.OnRemove = tr, tr.Removed
+	o.CheckpointInterval = time.Hour
+	eng, err := engine.Open(dir, &o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr.Attach(eng)
+	n := &node{t: t, dir: dir, eng: eng, tier: tr, cfg: cfg, opts: o}
+	t.Cleanup(func() { n.eng.Close() })
+	return n
+}
+
+func (n *node) restart() {
+	n.t.Helper()
+	n.eng.Close()
+	*n = *openNode(n.t, n.dir, n.cfg, n.opts)
+}
+
+func (n *node) sync() {
+	n.t.Helper()
+	if err := n.tier.Sync(context.Background()); err != nil {
+		n.t.Fatalf("tier round: %v", err)
+	}
+}
+
+// fill writes msgs appends to a text stream and a JSON stream and returns
+// what each reads back as.
+func (n *node) fill(text, js string, msgs int) (string, string) {
+	n.t.Helper()
+	ctx := context.Background()
+	n.eng.Create(ctx, text, engine.CreateOptions{ContentType: "text/plain"})
+	n.eng.Create(ctx, js, engine.CreateOptions{ContentType: "application/json"})
+	var tb bytes.Buffer
+	var jm []string
+	for i := range msgs {
+		p := fmt.Sprintf("%s line %05d %s\n", text, i, strings.Repeat("t", i%211))
+		tb.WriteString(p)
+		if _, err := n.eng.Append(ctx, text, []byte(p), engine.AppendOptions{}); err != nil {
+			n.t.Fatal(err)
+		}
+		m := fmt.Sprintf(`{"i":%d,"s":"%s"}`, i, strings.Repeat("j", i%97))
+		jm = append(jm, m)
+		if _, err := n.eng.Append(ctx, js, []byte(m), engine.AppendOptions{}); err != nil {
+			n.t.Fatal(err)
+		}
+	}
+	return tb.String(), "[" + strings.Join(jm, ",") + "]"
+}
+
+func (n *node) read(path string) (string, error) {
+	c, err := n.eng.Read(path, engine.ReadFrom{Kind: engine.FromStart}, engine.ReadOptions{MaxBytes: 1 << 30})
+	if err != nil {
+		return "", err
+	}
+	defer c.Release()
+	return string(c.Bytes()), nil
+}
+
+func (n *node) mustRead(path, want, what string) {
+	n.t.Helper()
+	got, err := n.read(path)
+	if err != nil {
+		n.t.Fatalf("%s: read %s: %v", what, path, err)
+	}
+	if got != want {
+		n.t.Fatalf("%s: %s reads %d bytes that differ from the %d written", what, path, len(got), len(want))
+	}
+}
+
+func (n *node) segFiles() int {
+	files, _ := filepath.Glob(filepath.Join(n.dir, "streams", "*", "*.seg"))
+	return len(files)
+}
+
+func objects(t *testing.T, cl *minio.Client, bucket, prefix string) []string {
+	t.Helper()
+	var keys []string
+	for oi := range cl.ListObjects(context.Background(), bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
+		if oi.Err != nil {
+			t.Fatal(oi.Err)
+		}
+		keys = append(keys, oi.Key)
+	}
+	return keys
+}
+
+// TestUploadEvictRestart: sealed segments go to the bucket with a manifest
+// per stream; past the budget the coldest are evicted and read back from
+// the bucket exactly, whole and paged, before and after a restart.
+func TestUploadEvictRestart(t *testing.T) {
+	s3 := s3test.Start(t)
+	cfg := tierConfig(s3, s3.Endpoint)
+	n := openNode(t, t.TempDir(), cfg, engine.Options{})
+	text, js := n.fill("logs/a", "chat/1", 3000)
+	n.sync()
+	st := n.tier.Stats()
+	if st.Uploads < 10 || st.Evictions != 0 {
+		t.Fatalf("after a round with no budget: %+v, want uploads and no evictions", st)
+	}
+	cl := s3.Client(t)
+	if m := objects(t, cl, s3.Bucket, "ds/manifest/"); len(m) != 2 {
+		t.Fatalf("manifests %v, want one per stream", m)
+	}
+	if segs := objects(t, cl, s3.Bucket, "ds/seg/"); int64(len(segs)) != st.Uploads {
+		t.Fatalf("%d segment objects for %d uploads", len(segs), st.Uploads)
+	}
+	before := n.segFiles()
+	// Now a budget of 64 KiB: nearly everything goes.
+	n.tier.Close()
+	cfg.LocalBudget = 64 << 10
+	tr, _ := tier.New(cfg)
+	n.restartWith(tr)
+	n.sync()
+	st = n.tier.Stats()
+	if st.Evictions == 0 || st.LocalBytes == 0 {
+		t.Fatalf("after a round over budget: %+v", st)
+	}
+	if after := n.segFiles(); after >= before {
+		t.Fatalf("segment files %d before eviction, %d after", before, after)
+	}
+	n.mustRead("logs/a", text, "evicted")
+	n.mustRead("chat/1", js, "evicted")
+	if n.tier.Stats().RemoteReads == 0 {
+		t.Fatal("no range GETs for evicted bytes")
+	}
+	// Paged JSON reads cut at message boundaries in evicted segments.
+	var parts []string
+	for off := engine.Offset(0); ; {
+		c, err := n.eng.Read("chat/1", engine.At(off), engine.ReadOptions{MaxBytes: 5000})
+		if err != nil {
+			t.Fatal(err)
+		}
+		parts = append(parts, strings.TrimSuffix(strings.TrimPrefix(string(c.Bytes()), "["), "]"))
+		off = c.Next
+		done := c.UpToDate
+		c.Release()
+		if done {
+			break
+		}
+	}
+	if got := "[" + strings.Join(parts, ",") + "]"; got != js {
+		t.Fatal("paged read of evicted JSON differs")
+	}
+	n.restart()
+	n.mustRead("logs/a", text, "after restart")
+	n.mustRead("chat/1", js, "after restart")
+}
+
+func (n *node) restartWith(tr *tier.Tier) {
+	n.t.Helper()
+	n.eng.Close()
+	n.opts.Remote, n.opts.OnRemove = tr, tr.Removed
+	eng, err := engine.Open(n.dir, &n.opts)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	tr.Attach(eng)
+	n.eng, n.tier = eng, tr
+}
+
+// TestBucketFailures: with the bucket failing, appends go on, rounds fail
+// and retry, nothing is evicted that is not verified, and reads of evicted
+// bytes fail (503 with Retry-After over HTTP), never short or wrong.
+func TestBucketFailures(t *testing.T) {
+	s3 := s3test.Start(t)
+	px := s3test.NewProxy(t, s3.Endpoint)
+	cfg := tierConfig(s3, px.Endpoint)
+	cfg.LocalBudget = 64 << 10
+	n := openNode(t, t.TempDir(), cfg, engine.Options{})
+
+	// Uploads fail: nothing is evicted.
+	px.SetModeFor(http.MethodPut, s3test.Fail503)
+	text, js := n.fill("a", "j", 2000)
+	files := n.segFiles()
+	if err := n.tier.Sync(context.Background()); err == nil {
+		t.Fatal("a round with every upload failing reported no error")
+	}
+	if st := n.tier.Stats(); st.Evictions != 0 || st.Uploads != 0 {
+		t.Fatalf("with uploads failing: %+v", st)
+	}
+	if n.segFiles() != files {
+		t.Fatal("segment files removed while none was in the bucket")
+	}
+	// The bucket refuses connections: appends are not held up.
+	px.SetMode(s3test.Refuse)
+	start := time.Now()
+	for i := range 200 {
+		if _, err := n.eng.Append(context.Background(), "a", []byte(fmt.Sprintf("down %d\n", i)), engine.AppendOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		text += fmt.Sprintf("down %d\n", i)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("200 appends with the bucket down took %v", d)
+	}
+	// Back: the next round uploads and evicts.
+	px.SetMode(s3test.Pass)
+	px.SetModeFor(http.MethodPut, s3test.Pass)
+	n.sync()
+	if st := n.tier.Stats(); st.Evictions == 0 {
+		t.Fatalf("after the bucket came back: %+v", st)
+	}
+	n.mustRead("a", text, "bucket back")
+
+	// Down again: reads of evicted bytes fail; local ones do not.
+	for _, m := range []s3test.Mode{s3test.Fail503, s3test.Refuse} {
+		px.SetMode(m)
+		if _, err := n.read("j"); !errors.Is(err, engine.ErrUnavailable) {
+			t.Fatalf("%v: read of evicted bytes: %v, want ErrUnavailable", m, err)
+		}
+	}
+	// Over HTTP: 503 with Retry-After, for a catch-up read from the start.
+	srv, err := server.New(n.eng, server.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv)
+	defer hs.Close()
+	resp, err := http.Get(hs.URL + "/v1/stream/j?offset=-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("HTTP read of evicted bytes with the bucket down: %d %q (Retry-After %q)", resp.StatusCode, body, resp.Header.Get("Retry-After"))
+	}
+	px.SetMode(s3test.Pass)
+	n.mustRead("j", js, "bucket back again")
+	resp, err = http.Get(hs.URL + "/v1/stream/j?offset=-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != js {
+		t.Fatalf("HTTP read once the bucket is back: %d, %d bytes", resp.StatusCode, len(body))
+	}
+}
+
+// TestCreateOnly: an object already at a segment's key with other bytes
+// (another writer's) is never overwritten, never listed, never relied on.
+func TestCreateOnly(t *testing.T) {
+	s3 := s3test.Start(t)
+	cfg := tierConfig(s3, s3.Endpoint)
+	cfg.LocalBudget = 1
+	n := openNode(t, t.TempDir(), cfg, engine.Options{})
+	ctx := context.Background()
+	n.eng.Create(ctx, "s", engine.CreateOptions{ContentType: "text/plain"})
+	for range 40 {
+		n.eng.Append(ctx, "s", bytes.Repeat([]byte("s"), 1000), engine.AppendOptions{})
+	}
+	// Plant other bytes at the first sealed segment's key.
+	var first engine.SegmentInfo
+	n.eng.Segments(func(in engine.SegmentInfo) bool {
+		if in.Sealed {
+			first = in
+			return false
+		}
+		return true
+	})
+	key := fmt.Sprintf("ds/seg/%016x-%x/%020d-%d", first.CreatedAt, first.StreamID, uint64(first.Base), first.Len)
+	cl := s3.Client(t)
+	planted := bytes.Repeat([]byte("X"), int(first.Len))
+	if _, err := cl.PutObject(ctx, s3.Bucket, key, bytes.NewReader(planted), first.Len, minio.PutObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.tier.Sync(ctx); err == nil || !strings.Contains(err.Error(), "verify") {
+		t.Fatalf("round with a foreign object at a key: %v, want a verification error", err)
+	}
+	obj, _ := cl.GetObject(ctx, s3.Bucket, key, minio.GetObjectOptions{})
+	got, _ := io.ReadAll(obj)
+	if !bytes.Equal(got, planted) {
+		t.Fatal("the foreign object was overwritten")
+	}
+	if st := n.tier.Stats(); st.Evictions != 0 {
+		t.Fatalf("evicted %d segments after a failed verification", st.Evictions)
+	}
+	n.mustRead("s", strings.Repeat("s", 40000), "after the conflict")
+}
+
+// TestDeleteAndExpiry: a deleted or expired stream's objects and manifest
+// are deleted; a crash before that leaves them to the start-up sweep.
+func TestDeleteAndExpiry(t *testing.T) {
+	s3 := s3test.Start(t)
+	cfg := tierConfig(s3, s3.Endpoint)
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	n := openNode(t, t.TempDir(), cfg, engine.Options{Clock: clock, ExpiryInterval: 20 * time.Millisecond})
+	ctx := context.Background()
+	n.fill("del/a", "del/j", 1000)
+	n.eng.Create(ctx, "ttl/x", engine.CreateOptions{ContentType: "text/plain", TTL: 60, HasTTL: true})
+	for range 100 {
+		n.eng.Append(ctx, "ttl/x", bytes.Repeat([]byte("x"), 1000), engine.AppendOptions{})
+	}
+	n.eng.Create(ctx, "keep", engine.CreateOptions{ContentType: "text/plain"})
+	for range 100 {
+		n.eng.Append(ctx, "keep", bytes.Repeat([]byte("k"), 1000), engine.AppendOptions{})
+	}
+	n.sync()
+	cl := s3.Client(t)
+	if m := objects(t, cl, s3.Bucket, "ds/manifest/"); len(m) != 4 {
+		t.Fatalf("%d manifests, want 4", len(m))
+	}
+	if err := n.eng.Delete(ctx, "del/a"); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	now = now.Add(2 * time.Minute) // ttl/x expires
+	mu.Unlock()
+	n.eng.Append(ctx, "keep", []byte("k"), engine.AppendOptions{}) // touched: keep lives
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if _, err := n.eng.Head("ttl/x"); errors.Is(err, engine.ErrNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("ttl/x did not expire")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	n.sync()
+	if m := objects(t, cl, s3.Bucket, "ds/manifest/"); len(m) != 2 {
+		t.Fatalf("%d manifests after a delete and an expiry, want 2", len(m))
+	}
+	// A delete the tier does not hear of (a crash before its objects went):
+	// the sweep of the next start finds them.
+	n.eng.Close()
+	o := n.opts
+	o.OnRemove = nil
+	eng, err := engine.Open(n.dir, &o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Delete(ctx, "del/j"); err != nil {
+		t.Fatal(err)
+	}
+	eng.Close()
+	n.restart()
+	n.sync() // the first round of a new tier sweeps
+	if m := objects(t, cl, s3.Bucket, "ds/manifest/"); len(m) != 1 {
+		t.Fatalf("%d manifests after the sweep, want 1 (keep)", len(m))
+	}
+	var inc []string
+	n.eng.Segments(func(in engine.SegmentInfo) bool {
+		inc = append(inc, fmt.Sprintf("ds/seg/%016x-%x/", in.CreatedAt, in.StreamID))
+		return false
+	})
+	for _, k := range objects(t, cl, s3.Bucket, "ds/seg/") {
+		if !strings.HasPrefix(k, inc[0]) {
+			t.Fatalf("object %s of a deleted stream survived the sweep", k)
+		}
+	}
+}
+
+// TestRestore: a new machine with an empty disk and the bucket serves
+// every stream's sealed history; closed streams stay closed; appends go on.
+func TestRestore(t *testing.T) {
+	s3 := s3test.Start(t)
+	cfg := tierConfig(s3, s3.Endpoint)
+	ctx := context.Background()
+	old := openNode(t, t.TempDir(), cfg, engine.Options{})
+	text, js := old.fill("r/text", "r/json", 2000)
+	old.eng.Append(ctx, "r/json", nil, engine.AppendOptions{Close: true})
+	old.sync()
+	old.sync() // the closure makes the last segment sealed: uploaded now
+	var sealedText int64
+	old.eng.Segments(func(in engine.SegmentInfo) bool {
+		if in.Path == "r/text" && in.Sealed {
+			sealedText = int64(in.Base) + in.Len
+		}
+		return true
+	})
+	old.eng.Close()
+
+	fresh := openNode(t, t.TempDir(), cfg, engine.Options{})
+	got, err := fresh.tier.Restore(ctx, fresh.eng)
+	if err != nil || got != 2 {
+		t.Fatalf("restore: %d streams, %v", got, err)
+	}
+	fresh.mustRead("r/json", js, "restored closed JSON stream")
+	if info, _ := fresh.eng.Head("r/json"); !info.Closed {
+		t.Fatal("a closed stream was restored open")
+	}
+	fresh.mustRead("r/text", text[:sealedText], "restored sealed history")
+	// Appends go on after the restored history; the next round records it.
+	if _, err := fresh.eng.Append(ctx, "r/text", []byte("after\n"), engine.AppendOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	fresh.sync()
+	fresh.mustRead("r/text", text[:sealedText]+"after\n", "appended after restore")
+	// Restore again is a no-op for streams already there.
+	if got, err := fresh.tier.Restore(ctx, fresh.eng); err != nil || got != 0 {
+		t.Fatalf("second restore: %d, %v", got, err)
+	}
+	fresh.restart()
+	fresh.mustRead("r/json", js, "restored, after restart")
+}
