@@ -59,6 +59,9 @@ func (e *Engine) recover() error {
 	}
 	now := e.clock()
 	for _, s := range byID {
+		if d := s.data; d != nil && d.idxPartial {
+			d.idx, d.idxPartial = nil, false
+		}
 		if s.state == stSoftDeleted && s.forks == 0 {
 			continue // its last fork went away: removed below
 		}

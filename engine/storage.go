@@ -322,7 +322,7 @@ func (e *Engine) putData(s *stream, off Offset, n int64, ref bool, fill fill) (b
 	// A by-reference append, whose bytes replay needs from its segment,
 	// never goes into a slab slot (see slab). A remote segment is sealed.
 	if ds == nil || uint64(off) < ds.base || end > ds.base+uint64(ds.cap) || ds.slab1 != 0 && ref ||
-		ds.remote != "" || e.sealByAge(ds, off) {
+		ds.remote != "" || e.sealByAge(s, ds, off) {
 		ds = &dataSeg{base: uint64(off), cap: e.store.nextCap(ds, n), ord: uint32(len(d.segs)), slot: -1,
 			created: e.clock().UnixNano()}
 		create = true
@@ -449,7 +449,9 @@ func (e *Engine) ensureIndex(s *stream) error {
 	for i, ds := range d.segs {
 		used := d.segUsed(i, tail)
 		seg := index.Segment{Base: ds.base}
-		if s.meta.json && used >= every && ds.remote != "" {
+		if s.meta.json && used >= every && ds.remote != "" && e.replaying {
+			d.idxPartial = true // segment start only: see idxPartial
+		} else if s.meta.json && used >= every && ds.remote != "" {
 			// A restored stream's first read: its boundaries are in the
 			// objects (fetched under the stream's lock, once).
 			v, err := e.readRemote(ds.remote, 0, int64(used))

@@ -151,6 +151,10 @@ func (s *stream) touch(now time.Time) {
 type streamData struct {
 	segs []*dataSeg
 	idx  *index.Index // nil until loaded (lazily, after recovery)
+	// idxPartial: replay rebuilt idx without the message boundaries inside
+	// remote segments (recovery never waits on object storage): it is
+	// dropped after recovery and rebuilt whole at first use.
+	idxPartial bool
 }
 
 // index returns the loaded index, or nil (no data, or not loaded yet).

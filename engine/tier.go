@@ -70,6 +70,9 @@ type SegmentInfo struct {
 	Remote string
 	// LastAccess is the stream's last read or write, unix nanoseconds.
 	LastAccess int64
+	// Deleted: the stream is deleted, but forks still read its bytes
+	// (soft-deleted): its objects must stay until OnRemove says so.
+	Deleted bool
 }
 
 // RemovedStream is a stream removed for good (Options.OnRemove).
@@ -100,7 +103,7 @@ func (e *Engine) Segments(fn func(SegmentInfo) bool) error {
 	e.streams.Range(func(_ string, s *stream) bool {
 		out = out[:0]
 		s.mu.Lock()
-		if s.state == stLive && s.data != nil {
+		if s.state != stDeleted && s.data != nil {
 			vis := s.vis.Load()
 			final := s.visClosed.Load()
 			last := len(s.data.segs) - 1
@@ -108,7 +111,8 @@ func (e *Engine) Segments(fn func(SegmentInfo) bool) error {
 				in := SegmentInfo{Path: s.path, StreamID: s.id, CreatedAt: s.meta.createdAt,
 					ContentType: s.meta.contentType, Fork: s.meta.source != nil,
 					Base: Offset(ds.base), Len: int64(s.data.segUsed(i, vis)),
-					Slab: ds.slab1 != 0, Remote: ds.remote, LastAccess: s.lastAccess.Load()}
+					Slab: ds.slab1 != 0, Remote: ds.remote, LastAccess: s.lastAccess.Load(),
+					Deleted: s.state == stSoftDeleted}
 				if i < last {
 					in.Sealed = s.data.segs[i+1].base < vis
 				} else {
@@ -316,10 +320,16 @@ func (s *stream) segAt(base uint64) int {
 
 // sealByAge reports whether an append at off should start a new segment
 // instead of going into ds, because ds is older than Options.SealAfter.
-// Not during replay: it puts bytes back where they fit.
-func (e *Engine) sealByAge(ds *dataSeg, off Offset) bool {
-	if e.opts.SealAfter <= 0 || e.replaying || uint64(off) == ds.base {
+// Replay decides as the append did before the crash, which left the new
+// segment's file (made before its record was written): the layout, and so
+// the tier's objects, stay as they were.
+func (e *Engine) sealByAge(s *stream, ds *dataSeg, off Offset) bool {
+	if e.opts.SealAfter <= 0 || uint64(off) == ds.base {
 		return false
+	}
+	if e.replaying {
+		_, err := os.Stat(e.store.segPath(s.id, uint64(off)))
+		return err == nil
 	}
 	now := e.clock().UnixNano()
 	if ds.created == 0 {

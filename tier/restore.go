@@ -29,6 +29,9 @@ func (t *Tier) Restore(ctx context.Context, eng *engine.Engine) (int, error) {
 			errs = append(errs, err)
 			continue
 		}
+		if m.Deleted {
+			continue // deleted; kept only while forks read it
+		}
 		if m.Fork {
 			t.log.Warn("restore: skipping a fork (its history is its source's)", "path", m.Path)
 			continue

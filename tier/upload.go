@@ -31,7 +31,10 @@ type manifest struct {
 	ContentType string `json:"content_type"`
 	Fork        bool   `json:"fork,omitempty"`
 	// Closed: the last segment listed ends at the stream's final offset.
-	Closed   bool      `json:"closed,omitempty"`
+	Closed bool `json:"closed,omitempty"`
+	// Deleted: deleted while forks still read it; its objects stay until
+	// the last fork goes. Not restored.
+	Deleted  bool      `json:"deleted,omitempty"`
 	Segments []segment `json:"segments"`
 	Updated  time.Time `json:"updated"`
 }
@@ -48,6 +51,7 @@ type streamState struct {
 	loaded  bool               // its manifest was read from the bucket
 	segs    map[uint64]segment // verified in the bucket, by base
 	closed  bool
+	deleted bool // the stored manifest says deleted
 	stored  bool // the manifest in the bucket lists every entry of segs
 	touched bool // seen in the last scan
 }
@@ -58,7 +62,10 @@ type streamSegs struct {
 	id          uint64
 	contentType string
 	fork        bool
-	segs        []engine.SegmentInfo
+	// deleted: soft-deleted (forks still read its bytes): tiered as
+	// before, its manifest says deleted (not restored).
+	deleted bool
+	segs    []engine.SegmentInfo
 }
 
 // scan lists every stream's segments, grouped by stream.
@@ -69,7 +76,7 @@ func (t *Tier) scan() ([]*streamSegs, error) {
 		ss := byID[in.StreamID]
 		if ss == nil {
 			ss = &streamSegs{path: in.Path, id: in.StreamID, inc: incarnation(in.CreatedAt, in.StreamID),
-				contentType: in.ContentType, fork: in.Fork}
+				contentType: in.ContentType, fork: in.Fork, deleted: in.Deleted}
 			byID[in.StreamID] = ss
 			out = append(out, ss)
 		}
@@ -131,6 +138,9 @@ func (t *Tier) state(id uint64) *streamState {
 // manifest in the bucket does not have yet.
 func (t *Tier) pending(ss *streamSegs) bool {
 	st := t.streams[ss.id]
+	if st != nil && st.stored && st.deleted != ss.deleted {
+		return true
+	}
 	if st == nil || !st.stored {
 		return slices.ContainsFunc(ss.segs, func(in engine.SegmentInfo) bool { return in.Sealed && in.Len > 0 })
 	}
@@ -166,6 +176,7 @@ func (t *Tier) uploadStream(ctx context.Context, ss *streamSegs, st *streamState
 		st.loaded = true
 	}
 	var errs []error
+	var replaced []string
 	changed := false
 	for _, in := range ss.segs {
 		if !in.Sealed || in.Len == 0 {
@@ -185,6 +196,12 @@ func (t *Tier) uploadStream(ctx context.Context, ss *streamSegs, st *streamState
 			errs = append(errs, err)
 			break // later segments wait: the manifest lists a prefix of the history
 		}
+		if old, ok := st.segs[e.Base]; ok && old.Key != e.Key && strings.HasPrefix(old.Key, t.incPrefix(ss.inc)) {
+			// The segment at this base was laid out differently before a
+			// crash (a power cut can lose a new segment's file): its old
+			// object goes once the manifest no longer lists it.
+			replaced = append(replaced, old.Key)
+		}
 		st.segs[e.Base] = e
 		changed = true
 	}
@@ -192,12 +209,18 @@ func (t *Tier) uploadStream(ctx context.Context, ss *streamSegs, st *streamState
 	if _, ok := st.segs[uint64(ss.segs[len(ss.segs)-1].Base)]; final && ok && !st.closed {
 		st.closed, changed = true, true
 	}
+	if st.deleted != ss.deleted {
+		st.deleted, changed = ss.deleted, true
+	}
 	if changed || !st.stored {
 		st.stored = false
 		if err := t.putManifest(ctx, ss, st); err != nil {
 			return errors.Join(append(errs, err)...)
 		}
 		st.stored = true
+		if err := t.deleteKeys(ctx, replaced); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -263,7 +286,7 @@ func isPreconditionFailed(err error) bool {
 // putManifest stores st as ss's manifest.
 func (t *Tier) putManifest(ctx context.Context, ss *streamSegs, st *streamState) error {
 	m := manifest{Version: 1, Path: ss.path, Incarnation: ss.inc, ContentType: ss.contentType, Fork: ss.fork,
-		Closed: st.closed, Updated: time.Now().UTC()}
+		Closed: st.closed, Deleted: st.deleted, Updated: time.Now().UTC()}
 	for _, e := range st.segs {
 		m.Segments = append(m.Segments, e)
 	}
