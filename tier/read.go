@@ -4,18 +4,45 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
+	"sync"
 
 	"github.com/minio/minio-go/v7"
 )
 
-// ReadAt is engine.Remote: one range GET of exactly the bytes asked for
-// (the engine asks for at most a MiB at a time on a catch-up read), so the
-// first byte of an evicted range leaves before the rest is fetched. A
-// short object is an error, never a short read.
+// Reads of evicted bytes. The engine asks for at most a MiB at a time; a
+// catch-up read asks for the pieces of an object in order. One range GET
+// per piece would leave the connection idle while each piece is sent on,
+// so once a reader is seen reading an object in order, the next
+// readAheadBlocks blocks of readAheadBytes are fetched in the background
+// (at most readAheadMaxBytes in all, for every reader together); a piece
+// they hold is copied from them. Anything else is one range GET of exactly
+// the bytes asked for, so the first byte of an evicted range leaves before
+// the rest is fetched. A short object is an error, never a short read.
+const (
+	readAheadBytes    = 4 << 20
+	readAheadBlocks   = 2
+	readAheadMaxBytes = 64 << 20
+	readAheadMaxKeys  = 64
+)
+
+// ReadAt is engine.Remote.
 func (t *Tier) ReadAt(ctx context.Context, key string, p []byte, off int64) error {
 	if len(p) == 0 {
 		return nil
 	}
+	if !t.ra.read(key, p, off) {
+		if err := t.get(ctx, key, p, off); err != nil {
+			return err
+		}
+	}
+	t.ra.ahead(t, key, off, off+int64(len(p)))
+	return nil
+}
+
+// get is one range GET of exactly len(p) bytes at off.
+func (t *Tier) get(ctx context.Context, key string, p []byte, off int64) error {
 	ctx, cancel := context.WithTimeout(ctx, t.cfg.RequestTimeout)
 	defer cancel()
 	var opts minio.GetObjectOptions
@@ -39,4 +66,132 @@ func (t *Tier) ReadAt(ctx context.Context, key string, p []byte, off int64) erro
 	t.stats.reads.Add(1)
 	t.stats.readBytes.Add(int64(n))
 	return nil
+}
+
+// objectLen is the length a segment key ends with (<base>-<len>), or -1.
+func objectLen(key string) int64 {
+	i := strings.LastIndexByte(key, '-')
+	if i < 0 || strings.LastIndexByte(key, '/') > i {
+		return -1
+	}
+	n, err := strconv.ParseInt(key[i+1:], 10, 64)
+	if err != nil || n < 0 {
+		return -1
+	}
+	return n
+}
+
+// readAhead holds blocks fetched ahead of sequential readers, by key.
+type readAhead struct {
+	mu    sync.Mutex
+	keys  map[string]*raKey
+	bytes int64 // in blocks held or being fetched
+	clock int64
+}
+
+type raKey struct {
+	next   int64 // where an in-order reader reads next
+	blocks []*raBlock
+	used   int64 // readAhead.clock at the last use
+}
+
+type raBlock struct {
+	off  int64
+	b    []byte
+	err  error
+	done chan struct{}
+}
+
+// read copies [off, off+len(p)) from a block fetched ahead, waiting for
+// it if it is on its way; false if no block holds it (or its fetch failed:
+// the caller asks the bucket itself).
+func (ra *readAhead) read(key string, p []byte, off int64) bool {
+	ra.mu.Lock()
+	k := ra.keys[key]
+	var blk *raBlock
+	if k != nil {
+		for _, b := range k.blocks {
+			if off >= b.off && off+int64(len(p)) <= b.off+int64(cap(b.b)) {
+				blk = b
+				break
+			}
+		}
+	}
+	ra.mu.Unlock()
+	if blk == nil {
+		return false
+	}
+	<-blk.done
+	if blk.err != nil || off+int64(len(p)) > blk.off+int64(len(blk.b)) {
+		return false
+	}
+	copy(p, blk.b[off-blk.off:])
+	return true
+}
+
+// ahead notes that a reader of key read [off, next). Blocks wholly before
+// next go; when the read began where the last one ended (an in-order
+// reader), the blocks after it that are not on their way yet are fetched.
+func (ra *readAhead) ahead(t *Tier, key string, off, next int64) {
+	size := objectLen(key)
+	ra.mu.Lock()
+	defer ra.mu.Unlock()
+	if ra.keys == nil {
+		ra.keys = map[string]*raKey{}
+	}
+	ra.clock++
+	k := ra.keys[key]
+	if k == nil {
+		if len(ra.keys) >= readAheadMaxKeys {
+			ra.dropColdest()
+		}
+		ra.keys[key] = &raKey{next: next, used: ra.clock}
+		return
+	}
+	inOrder := off == k.next
+	k.next, k.used = next, ra.clock
+	kept := k.blocks[:0]
+	for _, b := range k.blocks {
+		if b.off+int64(cap(b.b)) <= next || !inOrder {
+			ra.bytes -= int64(cap(b.b))
+			continue
+		}
+		kept = append(kept, b)
+	}
+	k.blocks = kept
+	if !inOrder || size < 0 {
+		return
+	}
+	from := next
+	if n := len(k.blocks); n > 0 {
+		last := k.blocks[n-1]
+		from = max(from, last.off+int64(cap(last.b)))
+	}
+	for len(k.blocks) < readAheadBlocks && from < size && ra.bytes+readAheadBytes <= readAheadMaxBytes {
+		n := min(readAheadBytes, size-from)
+		blk := &raBlock{off: from, b: make([]byte, n), done: make(chan struct{})}
+		k.blocks = append(k.blocks, blk)
+		ra.bytes += n
+		from += n
+		go func() {
+			defer close(blk.done)
+			blk.err = t.get(context.Background(), key, blk.b, blk.off)
+		}()
+	}
+}
+
+// dropColdest forgets the least recently used key and its blocks (a fetch
+// on its way finishes into a block nobody reads).
+func (ra *readAhead) dropColdest() {
+	var coldest string
+	var k *raKey
+	for key, c := range ra.keys {
+		if k == nil || c.used < k.used {
+			coldest, k = key, c
+		}
+	}
+	for _, b := range k.blocks {
+		ra.bytes -= int64(cap(b.b))
+	}
+	delete(ra.keys, coldest)
 }

@@ -132,6 +132,7 @@ type Tier struct {
 	started atomic.Bool
 
 	stats stats
+	ra    readAhead // blocks fetched ahead of in-order readers (read.go)
 }
 
 // New checks the configuration and makes the S3 client (no request yet).

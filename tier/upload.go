@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/md5"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -240,12 +241,16 @@ func (t *Tier) uploadSegment(ctx context.Context, ss *streamSegs, in engine.Segm
 	b := data[0]
 	sum := md5.Sum(b)
 	e := segment{Base: uint64(in.Base), Len: in.Len, Key: t.segKey(ss.inc, in.Base, in.Len), MD5: hex.EncodeToString(sum[:])}
-	opts := minio.PutObjectOptions{ContentType: "application/octet-stream", DisableMultipart: true, SendContentMd5: true}
+	// One PUT, its integrity carried by Content-MD5 (the server refuses a
+	// body that does not match it): the payload is not also signed
+	// (aws-chunked SHA-256 per chunk costs more CPU than the upload).
+	opts := minio.PutObjectOptions{ContentType: "application/octet-stream", DisableContentSha256: true}
 	opts.SetMatchETagExcept("*") // create-only: never overwrite
 	rctx, cancel := context.WithTimeout(ctx, t.cfg.RequestTimeout+time.Duration(in.Len>>20)*time.Second)
 	defer cancel()
 	start := time.Now()
-	_, err = t.s3.PutObject(rctx, t.cfg.Bucket, e.Key, bytes.NewReader(b), in.Len, opts)
+	_, err = minio.Core{Client: t.s3}.PutObject(rctx, t.cfg.Bucket, e.Key, bytes.NewReader(b), in.Len,
+		base64.StdEncoding.EncodeToString(sum[:]), "", opts)
 	// Created now, or already there (412): by an upload a crash cut short
 	// of its manifest. Any other failure may also have stored it (some
 	// servers answer 412 before reading the body, then reset the

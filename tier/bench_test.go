@@ -1,0 +1,270 @@
+package tier_test
+
+// Benchmarks of the object-storage tier against a real S3 server
+// (versitygw on loopback, serving files from the page cache):
+//
+//	DURASTREAM_TIER_BENCH_MIB=8192 go test -run '^$' -bench BenchmarkTierCatchup -benchtime 3x -timeout 30m ./tier/
+//	go test -run '^$' -bench BenchmarkTierAppend -count 6 ./tier/
+//
+// BenchmarkTierCatchup fills 8 streams with DURASTREAM_TIER_BENCH_MIB of
+// data in all (default 1024) behind a 512 MiB local budget, reports the
+// upload throughput of that fill, then reads whole evicted streams:
+// through durastream's HTTP catch-up read, and, for comparison, the same
+// bytes straight from the S3 server with sequential 1 MiB range GETs and
+// with one GET per object.
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+
+	"github.com/durastream/durastream/engine"
+	"github.com/durastream/durastream/server"
+	"github.com/durastream/durastream/tier"
+	"github.com/durastream/durastream/tier/s3test"
+)
+
+func BenchmarkTierCatchup(b *testing.B) {
+	total := int64(1024)
+	if v := os.Getenv("DURASTREAM_TIER_BENCH_MIB"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 64 {
+			b.Fatalf("DURASTREAM_TIER_BENCH_MIB=%q: want at least 64", v)
+		}
+		total = n
+	}
+	total <<= 20
+	const streams = 8
+	const budget = 512 << 20
+	s3 := s3test.Start(b)
+	cfg := tier.Config{Endpoint: s3.Endpoint, Bucket: s3.Bucket, Prefix: "bench/", AccessKey: s3.AccessKey,
+		SecretKey: s3.SecretKey, LocalBudget: budget}
+	tr, err := tier.New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	eng, err := engine.Open(b.TempDir(), &engine.Options{Remote: tr, OnRemove: tr.Removed})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer eng.Close()
+	tr.Attach(eng)
+	ctx := context.Background()
+
+	// Fill: 1 MiB appends, one stream after the other (each closed when
+	// full), a tier round every 256 MiB so the disk never holds much more
+	// than the budget: the first streams end up wholly in the bucket.
+	chunk := make([]byte, 1<<20)
+	rng := rand.New(rand.NewPCG(1, 2))
+	for i := range chunk {
+		chunk[i] = byte(rng.Uint32())
+	}
+	for s := range streams {
+		eng.Create(ctx, fmt.Sprintf("bench/%d", s), engine.CreateOptions{ContentType: "application/octet-stream"})
+	}
+	start := time.Now()
+	var inRounds time.Duration
+	per := total >> 20 / streams
+	for i := int64(0); i < per*streams; i++ {
+		chunk[0], chunk[1] = byte(i), byte(i>>8)
+		last := i%per == per-1
+		if _, err := eng.Append(ctx, fmt.Sprintf("bench/%d", i/per), chunk, engine.AppendOptions{Close: last}); err != nil {
+			b.Fatal(err)
+		}
+		if (i+1)%256 == 0 {
+			t0 := time.Now()
+			if err := tr.Sync(ctx); err != nil {
+				b.Fatal(err)
+			}
+			inRounds += time.Since(t0)
+		}
+	}
+	t0 := time.Now()
+	if err := tr.Sync(ctx); err != nil {
+		b.Fatal(err)
+	}
+	inRounds += time.Since(t0)
+	st := tr.Stats()
+	b.Logf("filled %d MiB in %v; uploaded %d segments, %d MiB: %.0f MB/s of tier rounds (upload + verify + manifest + evict), %.0f MB/s per upload request; evicted %d; local segment files %d MiB (budget %d MiB)",
+		total>>20, time.Since(start).Round(time.Millisecond), st.Uploads, st.UploadBytes>>20,
+		float64(st.UploadBytes)/inRounds.Seconds()/1e6, float64(st.UploadBytes)/st.UploadSeconds/1e6,
+		st.Evictions, st.LocalBytes>>20, budget>>20)
+	if st.LocalBytes > budget {
+		b.Fatalf("local segment files %d bytes, over the %d budget", st.LocalBytes, budget)
+	}
+
+	// Streams whose history is all in the bucket, and their objects.
+	type obj struct {
+		key string
+		n   int64
+	}
+	cold := map[string][]obj{}
+	size := map[string]int64{}
+	eng.Segments(func(in engine.SegmentInfo) bool {
+		size[in.Path] += in.Len
+		if in.Remote != "" {
+			cold[in.Path] = append(cold[in.Path], obj{in.Remote, in.Len})
+		} else {
+			cold[in.Path] = append(cold[in.Path], obj{"", in.Len})
+		}
+		return true
+	})
+	var paths []string
+	for p, objs := range cold {
+		if !slices.ContainsFunc(objs, func(o obj) bool { return o.key == "" && o.n > 0 }) {
+			paths = append(paths, p)
+		}
+	}
+	slices.Sort(paths)
+	if len(paths) == 0 {
+		b.Fatal("no stream is wholly evicted: raise DURASTREAM_TIER_BENCH_MIB")
+	}
+	b.Logf("%d of %d streams wholly in the bucket, %d MiB each", len(paths), streams, size[paths[0]]>>20)
+
+	srv, err := server.New(eng, server.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	hs := httptest.NewServer(srv)
+	defer hs.Close()
+	cl := s3.Client(b)
+
+	b.Run("durastream-http", func(b *testing.B) {
+		b.SetBytes(size[paths[0]])
+		for i := range b.N {
+			p := paths[i%len(paths)]
+			resp, err := http.Get(hs.URL + "/v1/stream/" + p + "?offset=-1")
+			if err != nil {
+				b.Fatal(err)
+			}
+			n, err := io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if err != nil || resp.StatusCode != 200 || n != size[p] {
+				b.Fatalf("catch-up of %s: %d, %d of %d bytes, %v", p, resp.StatusCode, n, size[p], err)
+			}
+		}
+	})
+	b.Run("s3-range-get-1MiB", func(b *testing.B) {
+		b.SetBytes(size[paths[0]])
+		buf := make([]byte, 1<<20)
+		for i := range b.N {
+			for _, o := range cold[paths[i%len(paths)]] {
+				for off := int64(0); off < o.n; off += int64(len(buf)) {
+					n := min(int64(len(buf)), o.n-off)
+					var opts minio.GetObjectOptions
+					opts.SetRange(off, off+n-1)
+					r, err := cl.GetObject(ctx, s3.Bucket, o.key, opts)
+					if err != nil {
+						b.Fatal(err)
+					}
+					if _, err := io.ReadFull(r, buf[:n]); err != nil {
+						b.Fatal(err)
+					}
+					r.Close()
+				}
+			}
+		}
+	})
+	b.Run("s3-get-whole-objects", func(b *testing.B) {
+		b.SetBytes(size[paths[0]])
+		for i := range b.N {
+			for _, o := range cold[paths[i%len(paths)]] {
+				r, err := cl.GetObject(ctx, s3.Bucket, o.key, minio.GetObjectOptions{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				if n, err := io.Copy(io.Discard, r); err != nil || n != o.n {
+					b.Fatalf("get %s: %d of %d, %v", o.key, n, o.n, err)
+				}
+				r.Close()
+			}
+		}
+	})
+}
+
+// BenchmarkTierAppend: 1 KiB appends from 32 goroutines to 64 streams,
+// with the tier off and on (sealing every 200 ms, uploading and evicting
+// past a 64 MiB budget all through the run). Reports appends/s and the p99
+// append latency.
+func BenchmarkTierAppend(b *testing.B) {
+	for _, on := range []bool{false, true} {
+		name := "tier-off"
+		if on {
+			name = "tier-on"
+		}
+		b.Run(name, func(b *testing.B) {
+			opts := &engine.Options{}
+			var tr *tier.Tier
+			if on {
+				s3 := s3test.Start(b)
+				var err error
+				tr, err = tier.New(tier.Config{Endpoint: s3.Endpoint, Bucket: s3.Bucket, AccessKey: s3.AccessKey,
+					SecretKey: s3.SecretKey, LocalBudget: 64 << 20, ScanInterval: 200 * time.Millisecond})
+				if err != nil {
+					b.Fatal(err)
+				}
+				opts.Remote, opts.OnRemove, opts.SealAfter = tr, tr.Removed, 200*time.Millisecond
+			}
+			eng, err := engine.Open(b.TempDir(), opts)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer eng.Close()
+			if on {
+				tr.Start(eng)
+				defer tr.Close()
+			}
+			ctx := context.Background()
+			const streams = 64
+			for s := range streams {
+				eng.Create(ctx, fmt.Sprintf("a/%d", s), engine.CreateOptions{ContentType: "application/octet-stream"})
+			}
+			body := make([]byte, 1024)
+			var mu sync.Mutex
+			var lat []time.Duration
+			var next int64
+			b.SetParallelism(16) // 32 goroutines on 2 cores
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				var mine []time.Duration
+				mu.Lock()
+				s := next
+				next++
+				mu.Unlock()
+				for pb.Next() {
+					t0 := time.Now()
+					if _, err := eng.Append(ctx, fmt.Sprintf("a/%d", s%streams), body, engine.AppendOptions{}); err != nil {
+						b.Error(err)
+						return
+					}
+					mine = append(mine, time.Since(t0))
+					s++
+				}
+				mu.Lock()
+				lat = append(lat, mine...)
+				mu.Unlock()
+			})
+			b.StopTimer()
+			slices.Sort(lat)
+			if len(lat) > 0 {
+				b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "p99-µs")
+			}
+			if on {
+				st := tr.Stats()
+				b.ReportMetric(float64(st.Uploads), "uploads")
+				b.ReportMetric(float64(st.Evictions), "evictions")
+			}
+		})
+	}
+}
