@@ -14,6 +14,10 @@ const (
 	recAppend   byte = 3
 	recDelete   byte = 4
 	recRemote   byte = 5 // a sealed segment's bytes are in object storage (remoteRec)
+	// recSeal: the next append of a stream, at the offset given, starts a
+	// new segment (Options.SealAfter): replay lays the bytes out as they
+	// were, so segments uploaded to a tier stay what they were.
+	recSeal byte = 6
 )
 
 // Flags of create and append records.
@@ -92,6 +96,12 @@ func (r *appendRec) encode(b []byte) []byte {
 		b = binary.LittleEndian.AppendUint32(b, r.refCRC)
 	}
 	return b
+}
+
+func encodeSeal(b []byte, id uint64, off Offset) []byte {
+	b = append(b, recSeal)
+	b = binary.LittleEndian.AppendUint64(b, id)
+	return binary.AppendUvarint(b, uint64(off))
 }
 
 func encodeDelete(b []byte, id uint64) []byte {

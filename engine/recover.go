@@ -242,6 +242,15 @@ func (e *Engine) replay(byID map[uint64]*stream, rs *replayState, p []byte) erro
 			}
 			s = src
 		}
+	case recSeal:
+		d := decoder{b: p[1:]}
+		id, off := d.u64(), d.uvarint()
+		if d.err != nil {
+			return fmt.Errorf("%w: seal record: %w", ErrCorrupt, d.err)
+		}
+		if s := byID[id]; s != nil {
+			s.replaySeal = Offset(off)
+		}
 	case recRemote:
 		r, err := decodeRemote(p[1:])
 		if err != nil {

@@ -321,8 +321,14 @@ func (e *Engine) putData(s *stream, off Offset, n int64, ref bool, fill fill) (b
 	create := false
 	// A by-reference append, whose bytes replay needs from its segment,
 	// never goes into a slab slot (see slab). A remote segment is sealed.
-	if ds == nil || uint64(off) < ds.base || end > ds.base+uint64(ds.cap) || ds.slab1 != 0 && ref ||
-		ds.remote != "" || e.sealByAge(s, ds, off) {
+	fresh := ds == nil || uint64(off) < ds.base || end > ds.base+uint64(ds.cap) || ds.slab1 != 0 && ref || ds.remote != ""
+	if !fresh {
+		var err error
+		if fresh, err = e.sealByAge(s, ds, off); err != nil {
+			return false, err
+		}
+	}
+	if fresh {
 		ds = &dataSeg{base: uint64(off), cap: e.store.nextCap(ds, n), ord: uint32(len(d.segs)), slot: -1,
 			created: e.clock().UnixNano()}
 		create = true

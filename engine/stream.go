@@ -64,6 +64,9 @@ type stream struct {
 	// that reveal the delete wait for it (goneAfterDurable).
 	delLSN atomic.Uint64
 	refEnd Offset // end of the last large append written by reference (fRef)
+	// replaySeal: during recovery, the offset of the last seal record
+	// (recSeal): an append replayed there starts a new segment.
+	replaySeal Offset
 
 	// published
 	vis        atomic.Uint64 // readable tail

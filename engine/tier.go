@@ -320,23 +320,38 @@ func (s *stream) segAt(base uint64) int {
 
 // sealByAge reports whether an append at off should start a new segment
 // instead of going into ds, because ds is older than Options.SealAfter.
-// Replay decides as the append did before the crash, which left the new
-// segment's file (made before its record was written): the layout, and so
-// the tier's objects, stay as they were.
-func (e *Engine) sealByAge(s *stream, ds *dataSeg, off Offset) bool {
-	if e.opts.SealAfter <= 0 || uint64(off) == ds.base {
-		return false
+// The decision is logged (recSeal, before the append's own record) and
+// replay follows the log, not the clock: the layout after a restart is the
+// one before it, so the objects a tier uploaded stay this stream's
+// segments. Called with s.mu held.
+func (e *Engine) sealByAge(s *stream, ds *dataSeg, off Offset) (bool, error) {
+	if uint64(off) == ds.base {
+		return false, nil
 	}
 	if e.replaying {
-		_, err := os.Stat(e.store.segPath(s.id, uint64(off)))
-		return err == nil
+		return s.replaySeal == off && off != 0, nil
+	}
+	if e.opts.SealAfter <= 0 {
+		return false, nil
 	}
 	now := e.clock().UnixNano()
 	if ds.created == 0 {
 		ds.created = now // loaded at recovery: its age counts from then
-		return false
+		return false, nil
 	}
-	return now-ds.created >= int64(e.opts.SealAfter)
+	if now-ds.created < int64(e.opts.SealAfter) {
+		return false, nil
+	}
+	if e.wal != nil {
+		buf := e.getBuf()
+		*buf = encodeSeal((*buf)[:0], s.id, off)
+		_, err := e.commit(*buf, nil)
+		e.putBuf(buf)
+		if err != nil {
+			return false, err
+		}
+	}
+	return true, nil
 }
 
 // readRemote reads n bytes at pos of a remote segment's object into a

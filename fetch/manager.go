@@ -205,9 +205,30 @@ func (m *Manager) recover() error {
 		return err
 	}
 	ctx := context.Background()
+	metas := map[string]bool{}
+	for _, p := range paths {
+		if id, ok := strings.CutSuffix(strings.TrimPrefix(p, m.cfg.Namespace+"/"), "/meta"); ok {
+			metas[id] = true
+		}
+	}
+	for _, p := range paths {
+		id, ok := strings.CutSuffix(strings.TrimPrefix(p, m.cfg.Namespace+"/"), "/body")
+		if ok && !metas[id] {
+			// A delete cut short by a crash after the record went.
+			m.log.Info("deleting the body of a deleted fetch", "id", id)
+			m.deleteStreams(id)
+		}
+	}
 	for _, p := range paths {
 		id, ok := strings.CutSuffix(strings.TrimPrefix(p, m.cfg.Namespace+"/"), "/meta")
 		if !ok {
+			continue
+		}
+		if _, err := m.eng.Head(m.bodyPath(id)); errors.Is(err, engine.ErrNotFound) {
+			// A record without a body (its body was deleted first by an
+			// older version, or never created): there is nothing to serve.
+			m.log.Warn("fetch record without a body: deleting the fetch", "id", id)
+			m.deleteStreams(id)
 			continue
 		}
 		st, end, err := m.readMeta(id)
@@ -623,9 +644,13 @@ func (m *Manager) Delete(ctx context.Context, id string) error {
 	return nil
 }
 
+// deleteStreams deletes a fetch: its record first, so that a crash
+// between the two deletes leaves a body without a record (swept by
+// recover), never a record whose body is gone (a reader would be promised
+// bytes that are not there).
 func (m *Manager) deleteStreams(id string) {
 	ctx := context.Background()
-	for _, p := range []string{m.bodyPath(id), m.metaPath(id)} {
+	for _, p := range []string{m.metaPath(id), m.bodyPath(id)} {
 		if err := m.eng.Delete(ctx, p); err != nil && !errors.Is(err, engine.ErrNotFound) {
 			m.log.Warn("delete fetch stream", "path", p, "err", err)
 		}
