@@ -59,6 +59,9 @@ type Config struct {
 	// Subscriptions serves the reserved subscription APIs under
 	// {Prefix}__ds/ (package subs); nil: they answer 404.
 	Subscriptions *subs.Manager
+	// ExtraMetrics, if set, appends Prometheus text to /metrics (the
+	// object-storage tier's counters).
+	ExtraMetrics func(w io.Writer)
 	// Auth decides who may do what to which stream (package auth); nil or
 	// one without token verification: everything is allowed.
 	Auth *auth.Authenticator

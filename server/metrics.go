@@ -103,4 +103,7 @@ func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
 	counter("durastream_commit_fsyncs_total", "Commit-log syncs.", st.Fsyncs)
 	counter("durastream_commit_records_total", "Commit-log records committed (divide by fsyncs for the mean batch).", st.CommitRecords)
 	counter("durastream_commit_sync_seconds_total", "Time spent syncing the commit log.", st.SyncTime.Seconds())
+	if s.cfg.ExtraMetrics != nil {
+		s.cfg.ExtraMetrics(w)
+	}
 }

@@ -1,6 +1,10 @@
 package tier
 
-import "sync/atomic"
+import (
+	"fmt"
+	"io"
+	"sync/atomic"
+)
 
 type stats struct {
 	cycles                    atomic.Int64
@@ -38,4 +42,25 @@ func (t *Tier) Stats() Stats {
 		Evictions: s.evictions.Load(), RemoteReads: s.reads.Load(), RemoteBytes: s.readBytes.Load(),
 		RemoteErrors: s.readErrors.Load(), StreamsDeleted: s.streamsDeleted.Load(),
 		ObjectsDeleted: s.objectsDeleted.Load(), LocalBytes: s.localBytes.Load()}
+}
+
+// WriteMetrics writes the counters in the Prometheus text format.
+func (t *Tier) WriteMetrics(w io.Writer) {
+	s := t.Stats()
+	for _, m := range []struct {
+		name, kind, help string
+		v                any
+	}{
+		{"durastream_tier_uploads_total", "counter", "Sealed segments uploaded and verified.", s.Uploads},
+		{"durastream_tier_upload_bytes_total", "counter", "Bytes uploaded.", s.UploadBytes},
+		{"durastream_tier_upload_errors_total", "counter", "Uploads that failed or did not verify (retried).", s.UploadErrors},
+		{"durastream_tier_evictions_total", "counter", "Segments evicted from local disk.", s.Evictions},
+		{"durastream_tier_remote_reads_total", "counter", "Range GETs of evicted bytes.", s.RemoteReads},
+		{"durastream_tier_remote_read_bytes_total", "counter", "Bytes fetched from the bucket for reads.", s.RemoteBytes},
+		{"durastream_tier_remote_read_errors_total", "counter", "Reads of evicted bytes that failed (answered 503).", s.RemoteErrors},
+		{"durastream_tier_streams_deleted_total", "counter", "Removed streams whose objects were deleted.", s.StreamsDeleted},
+		{"durastream_tier_local_bytes", "gauge", "Bytes of local segment files at the last scan.", s.LocalBytes},
+	} {
+		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %v\n", m.name, m.help, m.name, m.kind, m.name, m.v)
+	}
 }

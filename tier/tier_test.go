@@ -191,6 +191,11 @@ func TestUploadEvictRestart(t *testing.T) {
 	if got := "[" + strings.Join(parts, ",") + "]"; got != js {
 		t.Fatal("paged read of evicted JSON differs")
 	}
+	var metrics bytes.Buffer
+	n.tier.WriteMetrics(&metrics)
+	if want := fmt.Sprintf("durastream_tier_evictions_total %d\n", n.tier.Stats().Evictions); !strings.Contains(metrics.String(), want) {
+		t.Fatalf("metrics lack %q:\n%s", want, metrics.String())
+	}
 	n.restart()
 	n.mustRead("logs/a", text, "after restart")
 	n.mustRead("chat/1", js, "after restart")

@@ -361,6 +361,7 @@ func serve(args []string) error {
 		AfterBodyBurst: releaseMemory,
 
 		CatchupMaxAge: f.catchupMaxAge,
+		ExtraMetrics:  tierMetrics(tiering),
 		Auth:          authn,
 		Subscriptions: subscriptions,
 

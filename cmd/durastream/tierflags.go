@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"time"
@@ -101,4 +102,12 @@ func (tf *tierFlags) start(t *tier.Tier, eng *engine.Engine, log *slog.Logger) e
 	}
 	t.Start(eng)
 	return nil
+}
+
+// tierMetrics adds the tier's counters to /metrics (nil: no tier).
+func tierMetrics(t *tier.Tier) func(io.Writer) {
+	if t == nil {
+		return nil
+	}
+	return t.WriteMetrics
 }
