@@ -536,7 +536,13 @@ func (w *proxyWriter) WriteHeader(code int) {
 	if out == fetch.Running && h.Get(hStreamClosed) == "true" {
 		// It ended since it was looked up; the end record is written
 		// before the stream is closed.
-		if f, err := w.s.proxy.mgr.Get(w.f.ID); err == nil {
+		f, err := w.s.proxy.mgr.Get(w.f.ID)
+		switch {
+		case err != nil:
+			w.s.log.Error("proxy: the record of a closed stream is unreadable", "id", w.f.ID, "err", err)
+		case f.Outcome == fetch.Running:
+			w.s.log.Error("proxy: a closed stream's record has no end", "id", w.f.ID)
+		default:
 			out = f.Outcome
 		}
 	}
