@@ -39,9 +39,10 @@ import (
 
 // Remote reads the bytes of objects in object storage.
 type Remote interface {
-	// ReadAt fills p with the bytes of object key at off. An error means
-	// they are not available now; reads answer ErrUnavailable.
-	ReadAt(ctx context.Context, key string, p []byte, off int64) error
+	// ReadRange returns the n bytes of object key at off, in memory the
+	// caller only reads (it may be shared with other readers). An error
+	// means they are not available now; reads answer ErrUnavailable.
+	ReadRange(ctx context.Context, key string, off, n int64) ([]byte, error)
 }
 
 // ErrUnavailable: the bytes asked for are in object storage, which did not
@@ -354,15 +355,18 @@ func (e *Engine) sealByAge(s *stream, ds *dataSeg, off Offset) (bool, error) {
 	return true, nil
 }
 
-// readRemote reads n bytes at pos of a remote segment's object into a
-// view of fresh memory (its Release does nothing).
+// readRemote reads n bytes at pos of a remote segment's object: a view
+// of memory the Remote gave (its Release does nothing).
 func (e *Engine) readRemote(key string, pos, n int64) (segment.View, error) {
 	if e.opts.Remote == nil {
 		return segment.View{}, fmt.Errorf("%w: segment %q is remote and this engine has no Remote", ErrCorrupt, key)
 	}
-	b := make([]byte, n)
-	if err := e.opts.Remote.ReadAt(context.Background(), key, b, pos); err != nil {
+	b, err := e.opts.Remote.ReadRange(context.Background(), key, pos, n)
+	if err != nil {
 		return segment.View{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	if int64(len(b)) != n {
+		return segment.View{}, fmt.Errorf("%w: %d bytes at %d of %q, want %d", ErrUnavailable, len(b), pos, key, n)
 	}
 	return segment.View{B: b}, nil
 }

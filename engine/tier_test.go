@@ -25,19 +25,18 @@ type memRemote struct {
 
 func newMemRemote() *memRemote { return &memRemote{objs: map[string][]byte{}} }
 
-func (m *memRemote) ReadAt(_ context.Context, key string, p []byte, off int64) error {
+func (m *memRemote) ReadRange(_ context.Context, key string, off, n int64) ([]byte, error) {
 	m.reads.Add(1)
 	if m.failing.Load() {
-		return errors.New("bucket unreachable")
+		return nil, errors.New("bucket unreachable")
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	b, ok := m.objs[key]
-	if !ok || off+int64(len(p)) > int64(len(b)) {
-		return fmt.Errorf("no %d bytes at %d in %q", len(p), off, key)
+	if !ok || off+n > int64(len(b)) {
+		return nil, fmt.Errorf("no %d bytes at %d in %q", n, off, key)
 	}
-	copy(p, b[off:])
-	return nil
+	return bytes.Clone(b[off : off+n]), nil
 }
 
 // upload copies every sealed local file segment into m, the way the tier

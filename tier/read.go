@@ -27,18 +27,21 @@ const (
 	readAheadMaxKeys  = 64
 )
 
-// ReadAt is engine.Remote.
-func (t *Tier) ReadAt(ctx context.Context, key string, p []byte, off int64) error {
-	if len(p) == 0 {
-		return nil
+// ReadRange is engine.Remote. Bytes from a block fetched ahead are a
+// slice of it (blocks are never written once fetched), not a copy.
+func (t *Tier) ReadRange(ctx context.Context, key string, off, n int64) ([]byte, error) {
+	if n <= 0 {
+		return nil, nil
 	}
-	if !t.ra.read(key, p, off) {
-		if err := t.get(ctx, key, p, off); err != nil {
-			return err
+	b := t.ra.read(key, off, n)
+	if b == nil {
+		b = make([]byte, n)
+		if err := t.get(ctx, key, b, off); err != nil {
+			return nil, err
 		}
 	}
-	t.ra.ahead(t, key, off, off+int64(len(p)))
-	return nil
+	t.ra.ahead(t, key, off, off+n)
+	return b, nil
 }
 
 // get is one range GET of exactly len(p) bytes at off.
@@ -102,16 +105,16 @@ type raBlock struct {
 	done chan struct{}
 }
 
-// read copies [off, off+len(p)) from a block fetched ahead, waiting for
-// it if it is on its way; false if no block holds it (or its fetch failed:
-// the caller asks the bucket itself).
-func (ra *readAhead) read(key string, p []byte, off int64) bool {
+// read returns [off, off+n) from a block fetched ahead, waiting for it if
+// it is on its way; nil if no block holds it (or its fetch failed: the
+// caller asks the bucket itself).
+func (ra *readAhead) read(key string, off, n int64) []byte {
 	ra.mu.Lock()
 	k := ra.keys[key]
 	var blk *raBlock
 	if k != nil {
 		for _, b := range k.blocks {
-			if off >= b.off && off+int64(len(p)) <= b.off+int64(cap(b.b)) {
+			if off >= b.off && off+n <= b.off+int64(cap(b.b)) {
 				blk = b
 				break
 			}
@@ -119,14 +122,13 @@ func (ra *readAhead) read(key string, p []byte, off int64) bool {
 	}
 	ra.mu.Unlock()
 	if blk == nil {
-		return false
+		return nil
 	}
 	<-blk.done
-	if blk.err != nil || off+int64(len(p)) > blk.off+int64(len(blk.b)) {
-		return false
+	if blk.err != nil || off+n > blk.off+int64(len(blk.b)) {
+		return nil
 	}
-	copy(p, blk.b[off-blk.off:])
-	return true
+	return blk.b[off-blk.off : off-blk.off+n : off-blk.off+n]
 }
 
 // ahead notes that a reader of key read [off, next). Blocks wholly before

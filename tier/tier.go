@@ -8,7 +8,7 @@
 // history is found without listing the bucket. When the local segment
 // files exceed the budget, the coldest segments that the manifest says are
 // verified in the bucket are evicted (engine.EvictSegments): reads of them
-// then come back through ReadAt, with range GETs of the bytes asked for.
+// then come back through ReadRange, with range GETs of the bytes asked for.
 //
 // The tier never sits on the append path: a bucket that is down only
 // delays uploads (retried with backoff) and fails reads of evicted bytes
