@@ -112,6 +112,21 @@ func (st *storage) nextCap(prev *dataSeg, need int64) int64 {
 	return c
 }
 
+// capFor is the capacity of a segment that follows one sealed for its
+// age after holding used bytes: twice that, as a power of two between
+// MinSegmentSize and MaxSegmentSize, and room for an append of need bytes.
+func (st *storage) capFor(used, need int64) int64 {
+	c := st.minSeg
+	for c < 2*used && c < st.maxSeg {
+		c *= 2
+	}
+	c = min(c, st.maxSeg)
+	if c < need {
+		c = (need + 4095) &^ 4095
+	}
+	return c
+}
+
 // pin returns ds's file with a reference held; the caller must Release it.
 // With create, a missing file is created (the append path); otherwise a
 // missing file is corruption. Callers hold the stream's lock, so pins of one
@@ -322,14 +337,23 @@ func (e *Engine) putData(s *stream, off Offset, n int64, ref bool, fill fill) (b
 	// A by-reference append, whose bytes replay needs from its segment,
 	// never goes into a slab slot (see slab). A remote segment is sealed.
 	fresh := ds == nil || uint64(off) < ds.base || end > ds.base+uint64(ds.cap) || ds.slab1 != 0 && ref || ds.remote != ""
+	aged := false
 	if !fresh {
 		var err error
-		if fresh, err = e.sealByAge(s, ds, off); err != nil {
+		if aged, err = e.sealByAge(s, ds, off); err != nil {
 			return false, err
 		}
+		fresh = aged
 	}
 	if fresh {
-		ds = &dataSeg{base: uint64(off), cap: e.store.nextCap(ds, n), ord: uint32(len(d.segs)), slot: -1,
+		c := e.store.nextCap(ds, n)
+		if aged {
+			// Sealed for its age, not because it was full: size the next
+			// one by what the stream wrote, so a slow stream sealed every
+			// SealAfter does not preallocate ever larger files.
+			c = e.store.capFor(int64(uint64(off)-ds.base), n)
+		}
+		ds = &dataSeg{base: uint64(off), cap: c, ord: uint32(len(d.segs)), slot: -1,
 			created: e.clock().UnixNano()}
 		create = true
 		if sb := e.store.slab; len(d.segs) == 0 && sb != nil && ds.cap == sb.slotSize && !ref {

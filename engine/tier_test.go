@@ -356,7 +356,22 @@ func TestSealAfter(t *testing.T) {
 	if n := sealed(); n != 1 {
 		t.Fatalf("%d sealed segments after a minute, want 1", n)
 	}
-	if got := readAll(t, e, "s"); got != "abc" {
+	// Sealed for age: the next segment is sized by what was written, not
+	// doubled (a slow stream would preallocate ever larger files).
+	for range 10 {
+		mu.Lock()
+		now = now.Add(2 * time.Minute)
+		mu.Unlock()
+		e.Append(ctx, "s", []byte("c"), AppendOptions{})
+	}
+	e.Segments(func(in SegmentInfo) bool {
+		if in.FileBytes > 4<<10 {
+			t.Errorf("segment at %d of %d bytes takes a %d-byte file", in.Base, in.Len, in.FileBytes)
+		}
+		return true
+	})
+	want := "ab" + strings.Repeat("c", 11)
+	if got := readAll(t, e, "s"); got != want {
 		t.Fatalf("read %q", got)
 	}
 	// A crash: replay lays the bytes out as they were (the seal is in the
@@ -378,7 +393,7 @@ func TestSealAfter(t *testing.T) {
 	if after := layout(e2); fmt.Sprint(after) != fmt.Sprint(before) {
 		t.Fatalf("segments start at %v after a crash, %v before", after, before)
 	}
-	if got := readAll(t, e2, "s"); got != "abc" {
+	if got := readAll(t, e2, "s"); got != want {
 		t.Fatalf("after the crash read %q", got)
 	}
 }
