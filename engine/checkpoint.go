@@ -152,6 +152,7 @@ func (e *Engine) checkpoint() error {
 	}
 	e.store.slab.checkpointDurable()
 	e.ckptLSN.Store(c0)
+	e.removeEvicted(c0)
 	for _, err := range w.dropBefore(c0) {
 		e.log.Warn("remove commit-log segment a checkpoint covers", "err", err)
 	}

@@ -55,6 +55,11 @@ type Engine struct {
 
 	storedBytes atomic.Int64
 
+	// evicted: segments made remote whose files wait for a checkpoint
+	// past their remote record (tier.go). Guarded by evictMu.
+	evictMu sync.Mutex
+	evicted []evictedSeg
+
 	// Test hooks (nil outside tests). readLookedUp runs in Read between the
 	// stream's lookup and the pinning of its segments: the window in which
 	// a delete can free the stream's slab slots under the reader.

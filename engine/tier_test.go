@@ -70,6 +70,9 @@ func upload(t *testing.T, e *Engine, m *memRemote) int {
 		}
 		n += k
 	}
+	if err := e.Checkpoint(); err != nil { // the evicted files go at a checkpoint
+		t.Fatal(err)
+	}
 	return n
 }
 

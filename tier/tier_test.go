@@ -165,6 +165,7 @@ func TestUploadEvictRestart(t *testing.T) {
 	if st.Evictions == 0 || st.LocalBytes == 0 {
 		t.Fatalf("after a round over budget: %+v", st)
 	}
+	n.eng.Checkpoint() // evicted files go at the next checkpoint
 	if after := n.segFiles(); after >= before {
 		t.Fatalf("segment files %d before eviction, %d after", before, after)
 	}
