@@ -513,6 +513,7 @@ type proxyWriter struct {
 	wrote  bool
 	status int    // an error status held back, or 0
 	msg    []byte // its plain-text message
+	gone   bool   // deleted under the reader: the body written is dropped
 }
 
 func (w *proxyWriter) WriteHeader(code int) {
@@ -536,8 +537,16 @@ func (w *proxyWriter) WriteHeader(code int) {
 	if out == fetch.Running && h.Get(hStreamClosed) == "true" {
 		// It ended since it was looked up; the end record is written
 		// before the stream is closed.
+		if hook := w.s.proxyClosedSeen; hook != nil {
+			hook(w.f.ID)
+		}
 		f, err := w.s.proxy.mgr.Get(w.f.ID)
 		switch {
+		case errors.Is(err, fetch.ErrNotFound):
+			// Deleted under this reader (a delete ends the fetch, closing
+			// its stream, then removes its record): the stream is gone.
+			w.status, w.msg, w.gone = http.StatusNotFound, []byte("the stream was deleted"), true
+			return
 		case err != nil:
 			w.s.log.Error("proxy: the record of a closed stream is unreadable", "id", w.f.ID, "err", err)
 		case f.Outcome == fetch.Running:
@@ -554,6 +563,9 @@ func (w *proxyWriter) Write(b []byte) (int, error) {
 	if !w.wrote {
 		w.WriteHeader(http.StatusOK)
 	}
+	if w.gone {
+		return len(b), nil
+	}
 	if w.status != 0 {
 		if room := maxMessage - len(w.msg); room > 0 {
 			w.msg = append(w.msg, b[:min(len(b), room)]...)
@@ -569,6 +581,9 @@ func (w *proxyWriter) Flush() {
 	}
 	if !w.wrote {
 		w.WriteHeader(http.StatusOK)
+		if w.status != 0 {
+			return // it turned into an error (deleted meanwhile)
+		}
 	}
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {
 		f.Flush()

@@ -939,3 +939,55 @@ func TestProxyInterruptedByRestart(t *testing.T) {
 	}
 	want(t, ph2.do("PATCH", with(loc, "action=abort"), nil), http.StatusNoContent, "abort an interrupted stream")
 }
+
+// A long-poll read that finds its proxy stream closed, and reads the
+// fetch's outcome only after a delete removed its record, answers 404,
+// never a closed stream whose outcome says running (a crash torture run
+// saw that once). The reader is parked at that point by a hook; the fetch
+// is ended first (its stream closes, the reader wakes) and deleted while
+// the reader is parked.
+func TestProxyReadRacingDelete(t *testing.T) {
+	up := newUpstream(t, false)
+	ph := newProxyHarness(t, proxyOpts{})
+	loc := ph.mustCreate(up.URL + "/sse?n=500&delay=20")
+	id := idOf(loc)
+	first := ph.do("GET", with(loc, "offset=-1"), nil)
+	parked, deleted := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	server.SetProxyClosedSeen(ph.srv, func(string) {
+		once.Do(func() { close(parked) })
+		select {
+		case <-deleted:
+		case <-time.After(10 * time.Second):
+			t.Error("the delete did not finish")
+		}
+	})
+	got := make(chan *result, 1)
+	go func() { // follow the stream until it ends one way or another
+		off := first.get("Stream-Next-Offset")
+		for {
+			r := ph.do("GET", with(loc, "offset="+off+"&live=long-poll"), nil)
+			if r.status != http.StatusOK && r.status != http.StatusNoContent || r.get("Stream-Closed") == "true" {
+				got <- r
+				return
+			}
+			off = r.get("Stream-Next-Offset")
+		}
+	}()
+	time.Sleep(100 * time.Millisecond) // the reader follows the live tail
+	if err := ph.mgr.Abort(context.Background(), id); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-parked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no read parked at the closed stream: the race was not exercised")
+	}
+	if err := ph.mgr.Delete(context.Background(), id); err != nil {
+		t.Fatal(err)
+	}
+	close(deleted)
+	if r := <-got; r.status != http.StatusNotFound {
+		t.Errorf("read racing a delete: %d, Stream-Closed %q, Upstream-Outcome %q, want 404", r.status, r.get("Stream-Closed"), r.get("Upstream-Outcome"))
+	}
+}

@@ -28,6 +28,11 @@ type Server struct {
 	limiter *rateLimiter // nil without RateLimit
 	bodies  *byteBudget  // request bodies in flight (body.go)
 	proxy   *proxyDoor   // the proxy protocol (proxy.go); nil when off
+
+	// proxyClosedSeen, in tests only, runs when a proxy read has found its
+	// stream closed and is about to read the fetch's outcome: the window in
+	// which a delete can remove the record.
+	proxyClosedSeen func(id string)
 }
 
 // New returns a handler serving eng.
