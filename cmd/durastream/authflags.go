@@ -124,10 +124,19 @@ func isLoopbackAddr(addr string) bool {
 }
 
 // serveOps serves /health and /metrics without a token (--ops-addr).
-func serveOps(addr string, srv interface{ OpsHandler() http.Handler }, log *slog.Logger) {
-	hs := &http.Server{Addr: addr, Handler: srv.OpsHandler(), ReadHeaderTimeout: 10 * time.Second}
-	log.Info("health and metrics serving", "addr", addr)
-	if err := hs.ListenAndServe(); err != nil {
-		log.Error("ops listener", "err", err)
+func serveOps(addr string, srv interface{ OpsHandler() http.Handler }, log *slog.Logger) error {
+	// Bound before the server says it is serving, so /health answers as
+	// soon as it does, and a taken address fails the start.
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--ops-addr: %w", err)
 	}
+	hs := &http.Server{Handler: srv.OpsHandler(), ReadHeaderTimeout: 10 * time.Second}
+	log.Info("health and metrics serving", "addr", ln.Addr().String())
+	go func() {
+		if err := hs.Serve(ln); err != nil {
+			log.Error("ops listener", "err", err)
+		}
+	}()
+	return nil
 }

@@ -383,7 +383,11 @@ func serve(args []string) error {
 		go servePprof(f.pprofAddr, log)
 	}
 	if f.auth.opsAddr != "" {
-		go serveOps(f.auth.opsAddr, srv, log)
+		if err := serveOps(f.auth.opsAddr, srv, log); err != nil {
+			ln.Close()
+			closeEngine()
+			return err
+		}
 	}
 	// The durablefetch API, at the root of its own listener.
 	var dfetch *server.DurableFetch
