@@ -14,10 +14,12 @@ const (
 	recAppend   byte = 3
 	recDelete   byte = 4
 	recRemote   byte = 5 // a sealed segment's bytes are in object storage (remoteRec)
-	// recSeal: the next append of a stream, at the offset given, starts a
-	// new segment (Options.SealAfter): replay lays the bytes out as they
-	// were, so segments uploaded to a tier stay what they were.
-	recSeal byte = 6
+	// recAppendSealed is recAppend for an append that started a new
+	// segment because the last one had aged (Options.SealAfter): replay
+	// lays the bytes out as they were, so segments uploaded to a tier stay
+	// what they were. (The decision travels in the append's own record: a
+	// record of its own could fall on the other side of a checkpoint.)
+	recAppendSealed byte = 7
 )
 
 // Flags of create and append records.
@@ -76,10 +78,15 @@ type appendRec struct {
 	mseq     string // Stream-Seq
 	refLen   uint64 // fRef: length and CRC32C of the data in the stream's segment
 	refCRC   uint32
+	sealed   bool // recAppendSealed
 }
 
 func (r *appendRec) encode(b []byte) []byte {
-	b = append(b, recAppend)
+	kind := recAppend
+	if r.sealed {
+		kind = recAppendSealed
+	}
+	b = append(b, kind)
 	b = binary.LittleEndian.AppendUint64(b, r.id)
 	b = binary.AppendUvarint(b, r.offset)
 	b = append(b, r.flags)
@@ -96,12 +103,6 @@ func (r *appendRec) encode(b []byte) []byte {
 		b = binary.LittleEndian.AppendUint32(b, r.refCRC)
 	}
 	return b
-}
-
-func encodeSeal(b []byte, id uint64, off Offset) []byte {
-	b = append(b, recSeal)
-	b = binary.LittleEndian.AppendUint64(b, id)
-	return binary.AppendUvarint(b, uint64(off))
 }
 
 func encodeDelete(b []byte, id uint64) []byte {

@@ -166,12 +166,15 @@ func (e *Engine) replay(byID map[uint64]*stream, rs *replayState, p []byte) erro
 		}
 		s.tail += Offset(len(data))
 		byID[r.id] = s
-	case recAppend:
+	case recAppend, recAppendSealed:
 		r, data, err := decodeAppend(p[1:])
 		if err != nil {
 			return fmt.Errorf("%w: append record: %w", ErrCorrupt, err)
 		}
 		s := byID[r.id]
+		if s != nil && p[0] == recAppendSealed {
+			s.replaySeal = Offset(r.offset)
+		}
 		n := uint64(len(data))
 		if r.flags&fRef != 0 {
 			n = r.refLen
@@ -241,15 +244,6 @@ func (e *Engine) replay(byID map[uint64]*stream, rs *replayState, p []byte) erro
 				break
 			}
 			s = src
-		}
-	case recSeal:
-		d := decoder{b: p[1:]}
-		id, off := d.u64(), d.uvarint()
-		if d.err != nil {
-			return fmt.Errorf("%w: seal record: %w", ErrCorrupt, d.err)
-		}
-		if s := byID[id]; s != nil {
-			s.replaySeal = Offset(off)
 		}
 	case recRemote:
 		r, err := decodeRemote(p[1:])

@@ -337,14 +337,8 @@ func (e *Engine) putData(s *stream, off Offset, n int64, ref bool, fill fill) (b
 	// A by-reference append, whose bytes replay needs from its segment,
 	// never goes into a slab slot (see slab). A remote segment is sealed.
 	fresh := ds == nil || uint64(off) < ds.base || end > ds.base+uint64(ds.cap) || ds.slab1 != 0 && ref || ds.remote != ""
-	aged := false
-	if !fresh {
-		var err error
-		if aged, err = e.sealByAge(s, ds, off); err != nil {
-			return false, err
-		}
-		fresh = aged
-	}
+	aged := !fresh && e.sealByAge(s, ds, off)
+	fresh = fresh || aged
 	if fresh {
 		c := e.store.nextCap(ds, n)
 		if aged {

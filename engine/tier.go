@@ -350,38 +350,30 @@ func (s *stream) segAt(base uint64) int {
 
 // sealByAge reports whether an append at off should start a new segment
 // instead of going into ds, because ds is older than Options.SealAfter.
-// The decision is logged (recSeal, before the append's own record) and
-// replay follows the log, not the clock: the layout after a restart is the
-// one before it, so the objects a tier uploaded stay this stream's
-// segments. Called with s.mu held.
-func (e *Engine) sealByAge(s *stream, ds *dataSeg, off Offset) (bool, error) {
+// The decision is logged (the append's record is recAppendSealed: see
+// s.sealedHere) and replay follows the log, not the clock: the layout
+// after a restart is the one before it, so the objects a tier uploaded
+// stay this stream's segments. Called with s.mu held.
+func (e *Engine) sealByAge(s *stream, ds *dataSeg, off Offset) bool {
 	if uint64(off) == ds.base {
-		return false, nil
+		return false
 	}
 	if e.replaying {
-		return s.replaySeal == off && off != 0, nil
+		return s.replaySeal == off && off != 0
 	}
 	if e.opts.SealAfter <= 0 {
-		return false, nil
+		return false
 	}
 	now := e.clock().UnixNano()
 	if ds.created == 0 {
 		ds.created = now // loaded at recovery: its age counts from then
-		return false, nil
+		return false
 	}
 	if now-ds.created < int64(e.opts.SealAfter) {
-		return false, nil
+		return false
 	}
-	if e.wal != nil {
-		buf := e.getBuf()
-		*buf = encodeSeal((*buf)[:0], s.id, off)
-		_, err := e.commit(*buf, nil)
-		e.putBuf(buf)
-		if err != nil {
-			return false, err
-		}
-	}
-	return true, nil
+	s.sealedHere = true
+	return true
 }
 
 // readRemote reads n bytes at pos of a remote segment's object: a view

@@ -676,10 +676,11 @@ func (e *Engine) appendLocked(s *stream, data []byte, o *AppendOptions) (AppendR
 			return ok, err
 		}
 	}
+	s.sealedHere = false
 	if _, err := e.putData(s, off, int64(len(data)), ref, fill); err != nil {
 		return AppendResult{}, pending{}, err
 	}
-	rec := appendRec{id: s.id, offset: uint64(off)}
+	rec := appendRec{id: s.id, offset: uint64(off), sealed: s.sealedHere}
 	if o.Close {
 		rec.flags |= fClosed
 	}
