@@ -40,6 +40,7 @@ func (e *Engine) recover() error {
 		e.replaying = true
 		segs, pos, err = scanWAL(e.opts.FS, walDir, bases, start, e.opts.WALSegmentSize, func(lsn uint64, p []byte) error {
 			replayed++
+			rs.lsn = lsn
 			return e.replay(byID, rs, p)
 		})
 		e.replaying = false
@@ -61,6 +62,16 @@ func (e *Engine) recover() error {
 	for _, s := range byID {
 		if d := s.data; d != nil && d.idxPartial {
 			d.idx, d.idxPartial = nil, false
+		}
+		if s.data != nil && s.state != stDeleted {
+			// Segments evicted by a replayed record keep their files until a
+			// checkpoint covers it: until then a restart replays the appends
+			// that wrote them (a by-reference append's bytes are only there).
+			for _, ds := range s.data.segs {
+				if ds.evictLSN != 0 {
+					e.evicted = append(e.evicted, evictedSeg{s.id, ds, ds.evictLSN})
+				}
+			}
 		}
 		if s.state == stSoftDeleted && s.forks == 0 {
 			continue // its last fork went away: removed below
@@ -106,6 +117,8 @@ type replayState struct {
 	// removed when that delete committed, so this is expected until its
 	// delete record is replayed; a stream still in it at the end is damage.
 	missing map[uint64]error
+	// lsn is the LSN of the record being replayed.
+	lsn uint64
 }
 
 // replay applies one commit-log record. Records the checkpoint already
@@ -251,7 +264,7 @@ func (e *Engine) replay(byID map[uint64]*stream, rs *replayState, p []byte) erro
 			return fmt.Errorf("%w: remote record: %w", ErrCorrupt, err)
 		}
 		if s := byID[r.id]; s != nil {
-			return e.replayRemote(s, &r)
+			return e.replayRemote(s, &r, rs.lsn)
 		}
 	default:
 		return fmt.Errorf("%w: record kind %d", ErrCorrupt, p[0])
@@ -337,7 +350,7 @@ func (s *stream) hasLocalSegment(name string) bool {
 		return false
 	}
 	for _, ds := range s.data.segs {
-		if ds.base == base && ds.slab1 == 0 && ds.remote == "" {
+		if ds.base == base && ds.slab1 == 0 && (ds.remote == "" || ds.evictLSN != 0) {
 			return true
 		}
 	}

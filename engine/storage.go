@@ -41,6 +41,9 @@ type dataSeg struct {
 	// stream's mu; a remote segment is never pinned or written.
 	remote  string
 	created int64 // unix nanoseconds, when this process made or loaded it (SealAfter)
+	// evictLSN: recovery replayed the record that made it remote (at this
+	// LSN), so its file stays until a checkpoint covers it. Recovery only.
+	evictLSN uint64
 }
 
 // inSlab reports the slab slot holding ds, if it is in one.

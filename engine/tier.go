@@ -315,7 +315,7 @@ func (e *Engine) adopt(s *stream, r *remoteRec) {
 }
 
 // replayRemote applies a remote record during recovery.
-func (e *Engine) replayRemote(s *stream, r *remoteRec) error {
+func (e *Engine) replayRemote(s *stream, r *remoteRec, lsn uint64) error {
 	if r.adopt {
 		switch {
 		case r.base+r.n <= uint64(s.tail):
@@ -331,6 +331,7 @@ func (e *Engine) replayRemote(s *stream, r *remoteRec) error {
 		return fmt.Errorf("%w: stream %q: evicted segment at %d is not one of its segments", ErrCorrupt, s.path, r.base)
 	}
 	s.data.segs[i].remote = r.key
+	s.data.segs[i].evictLSN = lsn // its file goes at the next checkpoint (recover)
 	return nil
 }
 

@@ -212,19 +212,22 @@ func TestEvictedSegmentsReadBack(t *testing.T) {
 	}
 }
 
-// TestEvictionCrashWindow: a restart after the remote record is durable
-// but before the checkpoint and the file removal still reads remote bytes,
-// and the leftover file is swept.
+// TestEvictionCrashWindow: a crash after an eviction's remote record is
+// durable but before a checkpoint covers it: the restart reads the bytes
+// from the remote, and keeps the segment's file until a checkpoint (a
+// second crash before that replays the by-reference appends that wrote
+// it, whose bytes are only in that file).
 func TestEvictionCrashWindow(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	m := newMemRemote()
-	opts := &Options{Remote: m, MinSegmentSize: 4 << 10, MaxSegmentSize: 4 << 10, CheckpointInterval: time.Hour}
+	opts := &Options{Remote: m, MinSegmentSize: 4 << 10, MaxSegmentSize: 4 << 10, LargeAppendBytes: 4 << 10,
+		CheckpointInterval: time.Hour}
 	e := openTest(t, dir, opts)
 	e.Create(ctx, "s", CreateOptions{ContentType: "text/plain"})
 	var want bytes.Buffer
-	for i := range 50 {
-		p := fmt.Sprintf("%03d%s", i, strings.Repeat("z", 500))
+	for i := range 6 {
+		p := fmt.Sprintf("%03d%s", i, strings.Repeat("z", 5000)) // by reference: only in its segment
 		want.WriteString(p)
 		if _, err := e.Append(ctx, "s", []byte(p), AppendOptions{}); err != nil {
 			t.Fatal(err)
@@ -241,35 +244,37 @@ func TestEvictionCrashWindow(t *testing.T) {
 	c, _ := e.Read("s", At(in.Base), ReadOptions{End: in.Base + Offset(in.Len), MaxBytes: in.Len})
 	m.objs["k"] = bytes.Join(c.Data(), nil)
 	c.Release()
-	// Step (1) of an eviction only: the record, durable, and no checkpoint.
-	s, _ := e.lookup("s")
-	s.mu.Lock()
-	rec := remoteRec{id: s.id, base: uint64(in.Base), n: uint64(in.Len), key: "k"}
-	lsn, err := e.commit(rec.encode(nil), nil)
-	s.mu.Unlock()
-	if err != nil || e.durable(ctx, lsn) != nil {
-		t.Fatal(err)
+	if n, err := e.EvictSegments(ctx, []Eviction{{"s", in.StreamID, RemoteSegment{in.Base, in.Len, "k"}}}); n != 1 || err != nil {
+		t.Fatalf("evict: %d %v", n, err)
 	}
-	s.mu.Lock()
-	s.data.segs[s.segAt(uint64(in.Base))].remote = "k"
-	s.mu.Unlock()
-	// A crash here: the file is still there, the log has the record. The
-	// open engine's files as they are now (the page cache) are what a
-	// SIGKILL leaves.
-	crashed := t.TempDir()
-	if err := os.CopyFS(crashed, os.DirFS(dir)); err != nil {
-		t.Fatal(err)
+	// A crash now (the files as they are: the page cache), then another
+	// right after the restart, before any checkpoint.
+	crash := func(from string) string {
+		to := t.TempDir()
+		if err := os.CopyFS(to, os.DirFS(from)); err != nil {
+			t.Fatal(err)
+		}
+		return to
 	}
-	e.Close()
-	dir = crashed
 	before := segFiles(t, dir)
-	e = openTest(t, dir, opts)
+	first := crash(dir)
+	e.Close()
+	e = openTest(t, first, opts)
+	if got := segFiles(t, first); got != before {
+		t.Fatalf("segment files %d after the first restart, want %d (the evicted one kept)", got, before)
+	}
+	second := crash(first)
+	e.Close()
+	e = openTest(t, second, opts)
 	defer e.Close()
 	if got := readAll(t, e, "s"); got != want.String() {
-		t.Fatal("read after the crash window differs")
+		t.Fatal("read after two crashes differs")
 	}
-	if after := segFiles(t, dir); after != before-1 {
-		t.Fatalf("segment files %d after restart, want %d (the evicted one swept)", after, before-1)
+	if err := e.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	if got := segFiles(t, second); got != before-1 {
+		t.Fatalf("segment files %d after a checkpoint, want %d (the evicted one removed)", got, before-1)
 	}
 	if m.reads.Load() == 0 {
 		t.Fatal("the evicted segment was not read from the remote")
