@@ -133,6 +133,9 @@ func restoreCheck(t *testing.T, tt *torture, cl *minio.Client, bucket string, ar
 			var m manifest
 			err = json.NewDecoder(obj).Decode(&m)
 			obj.Close()
+			if minio.ToErrorResponse(err).Code == "NoSuchKey" {
+				continue // its stream was deleted since the listing
+			}
 			if err != nil {
 				t.Fatal(err)
 			}
