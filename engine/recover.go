@@ -263,8 +263,13 @@ func (e *Engine) replay(byID map[uint64]*stream, rs *replayState, p []byte) erro
 		if err != nil {
 			return fmt.Errorf("%w: remote record: %w", ErrCorrupt, err)
 		}
-		if s := byID[r.id]; s != nil {
-			return e.replayRemote(s, &r, rs.lsn)
+		if s := byID[r.id]; s != nil && !stopped[r.id] && rs.missing[r.id] == nil {
+			if err := e.replayRemote(s, &r, rs.lsn); err != nil {
+				// As for missing files: a stream deleted later in the log
+				// had its files removed, so its appends may not have
+				// rebuilt the segment; damage only if it survives replay.
+				rs.missing[r.id] = err
+			}
 		}
 	default:
 		return fmt.Errorf("%w: record kind %d", ErrCorrupt, p[0])
