@@ -309,17 +309,21 @@ func (m *Manager) unlinkIndex(p string, s *sub) {
 
 // ---- persistence ---------------------------------------------------------------
 
-// persist appends r to s's state stream (durably) and compacts it when it
-// has grown. Called with s.mu held.
+// persist appends r to s's state stream (durably), compacting the stream
+// first when it has grown. Called with s.mu held. Callers apply r to s
+// only once persist returns, so the compaction runs before r is appended,
+// never after: a snapshot taken after the append would miss r and, once
+// the old log is deleted, lose it (an acknowledged ack came back one
+// offset behind after a crash).
 func (s *sub) persist(r record) error {
+	if s.records >= compactEvery {
+		s.compact()
+	}
 	ctx := context.Background()
 	if _, err := s.m.eng.Append(ctx, statePath(s.id, s.epoch), marshal(r), engine.AppendOptions{ContentType: "application/json"}); err != nil {
 		return err
 	}
 	s.records++
-	if s.records >= compactEvery {
-		s.compact()
-	}
 	return nil
 }
 
