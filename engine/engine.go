@@ -40,8 +40,9 @@ type Engine struct {
 	store   *storage
 	lock    *os.File
 	// replaying is set while recovery replays the commit log (before Open
-	// returns: no other goroutine runs then).
-	replaying bool
+	// returns: no other goroutine runs then); replaySealed says the append
+	// record being replayed is recAppendSealed.
+	replaying, replaySealed bool
 
 	closed   atomic.Bool
 	inflight atomic.Int64  // operations admitted by enter and not yet left

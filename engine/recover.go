@@ -7,6 +7,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"time"
 
 	"github.com/durastream/durastream/segment"
@@ -135,7 +137,7 @@ func (e *Engine) replay(byID map[uint64]*stream, rs *replayState, p []byte) erro
 		if rs.missing[s.id] != nil {
 			return true, nil
 		}
-		ok, err := e.putData(s, s.tail, n, ref, fill)
+		ok, _, err := e.putData(s, s.tail, n, ref, fill)
 		if err != nil && errors.Is(err, fs.ErrNotExist) {
 			rs.missing[s.id] = err
 			return true, nil
@@ -185,9 +187,7 @@ func (e *Engine) replay(byID map[uint64]*stream, rs *replayState, p []byte) erro
 			return fmt.Errorf("%w: append record: %w", ErrCorrupt, err)
 		}
 		s := byID[r.id]
-		if s != nil && p[0] == recAppendSealed {
-			s.replaySeal = Offset(r.offset)
-		}
+		e.replaySealed = p[0] == recAppendSealed // read by sealByAge through put
 		n := uint64(len(data))
 		if r.flags&fRef != 0 {
 			n = r.refLen
@@ -347,8 +347,9 @@ func (e *Engine) checkpointLoop() {
 // directory, is its index or one of its local segments. Recovery only (no
 // lock).
 func (s *stream) hasLocalSegment(name string) bool {
-	var id, base uint64
-	if n, err := fmt.Sscanf(name, "%016x.%020d.seg", &id, &base); err != nil || n != 2 {
+	digits, ok := strings.CutSuffix(name[min(17, len(name)):], ".seg") // after streamIDOf's "<id>."
+	base, err := strconv.ParseUint(digits, 10, 64)
+	if !ok || err != nil {
 		return true // the index, or not a segment name: not this sweep's to judge
 	}
 	if s.data == nil {

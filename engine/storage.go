@@ -290,7 +290,7 @@ func (st *storage) removeFiles(id uint64, segs []*dataSeg) error {
 // boundary at its end. If the append then fails to commit, undoData must
 // take the index entries and any new segment back. Called with s.mu held.
 func (e *Engine) writeData(s *stream, off Offset, data []byte) error {
-	_, err := e.putData(s, off, int64(len(data)), false, e.copyFill(data))
+	_, _, err := e.putData(s, off, int64(len(data)), false, e.copyFill(data))
 	return err
 }
 
@@ -320,19 +320,20 @@ func (e *Engine) copyFill(data []byte) fill {
 func (e *Engine) large(n int) bool { return int64(n) >= e.opts.LargeAppendBytes }
 
 // putData places n bytes at off in s's segments (a new segment when they do
-// not fit the last one) with fill, and indexes the end boundary. fill
+// not fit the last one, or the last one has aged: then sealed is true) with
+// fill, and indexes the end boundary. fill
 // returning false (recovery found bytes that do not match their checksum)
 // or failing leaves the layout and index unchanged. Called with s.mu held.
-func (e *Engine) putData(s *stream, off Offset, n int64, ref bool, fill fill) (bool, error) {
+func (e *Engine) putData(s *stream, off Offset, n int64, ref bool, fill fill) (bool, bool, error) {
 	if n == 0 {
-		return true, nil
+		return true, false, nil
 	}
 	if s.data == nil {
 		s.data = &streamData{idx: index.New(e.opts.IndexEvery)}
 	}
 	d := s.data
 	if err := e.ensureIndex(s); err != nil {
-		return false, err
+		return false, false, err
 	}
 	end := uint64(off) + uint64(n)
 	ds := d.lastSeg()
@@ -340,7 +341,7 @@ func (e *Engine) putData(s *stream, off Offset, n int64, ref bool, fill fill) (b
 	// A by-reference append, whose bytes replay needs from its segment,
 	// never goes into a slab slot (see slab). A remote segment is sealed.
 	fresh := ds == nil || uint64(off) < ds.base || end > ds.base+uint64(ds.cap) || ds.slab1 != 0 && ref || ds.remote != ""
-	aged := !fresh && e.sealByAge(s, ds, off)
+	aged := !fresh && e.sealByAge(ds, off)
 	fresh = fresh || aged
 	if fresh {
 		c := e.store.nextCap(ds, n)
@@ -356,7 +357,7 @@ func (e *Engine) putData(s *stream, off Offset, n int64, ref bool, fill fill) (b
 		if sb := e.store.slab; len(d.segs) == 0 && sb != nil && ds.cap == sb.slotSize && !ref {
 			slot, err := e.store.slab.alloc()
 			if err != nil {
-				return false, err
+				return false, false, err
 			}
 			ds.slab1 = slot + 1
 		}
@@ -373,7 +374,7 @@ func (e *Engine) putData(s *stream, off Offset, n int64, ref bool, fill fill) (b
 		if create {
 			e.store.discard(ds)
 		}
-		return false, err // e.g. ENOSPC: the layout is unchanged, a later append retries
+		return false, false, err // e.g. ENOSPC: the layout is unchanged, a later append retries
 	}
 	ok, err := fill(f, int64(uint64(off)-ds.base), n)
 	f.Release()
@@ -381,7 +382,7 @@ func (e *Engine) putData(s *stream, off Offset, n int64, ref bool, fill fill) (b
 		if create {
 			e.store.discard(ds)
 		}
-		return false, classifyIOErr(err)
+		return false, false, classifyIOErr(err)
 	}
 	if !e.store.memory() {
 		e.store.dirty.markSeg(s.id, ds)
@@ -395,7 +396,7 @@ func (e *Engine) putData(s *stream, off Offset, n int64, ref bool, fill fill) (b
 	}
 	d.idx.Add(index.Entry{Off: end, Seg: ds.ord, Pos: uint32(end - ds.base)})
 	e.storedBytes.Add(n)
-	return true, nil
+	return true, aged, nil
 }
 
 // undoData forgets an append of n bytes at off that wrote its bytes but did

@@ -64,12 +64,6 @@ type stream struct {
 	// that reveal the delete wait for it (goneAfterDurable).
 	delLSN atomic.Uint64
 	refEnd Offset // end of the last large append written by reference (fRef)
-	// replaySeal: during recovery, the offset of the append being replayed
-	// if its record is recAppendSealed: it starts a new segment there.
-	replaySeal Offset
-	// sealedHere: putData started a new segment for the append being
-	// written because the last one had aged; its record says so.
-	sealedHere bool
 
 	// published
 	vis        atomic.Uint64 // readable tail

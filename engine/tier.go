@@ -108,8 +108,7 @@ func (e *Engine) Segments(fn func(SegmentInfo) bool) error {
 		out = out[:0]
 		s.mu.Lock()
 		if s.state != stDeleted && s.data != nil {
-			vis := s.vis.Load()
-			final := s.visClosed.Load()
+			vis := s.vis.Load() // one value for Len and Sealed
 			last := len(s.data.segs) - 1
 			for i, ds := range s.data.segs {
 				in := SegmentInfo{Path: s.path, StreamID: s.id, CreatedAt: s.meta.createdAt,
@@ -117,12 +116,8 @@ func (e *Engine) Segments(fn func(SegmentInfo) bool) error {
 					Base: Offset(ds.base), Len: int64(s.data.segUsed(i, vis)),
 					Slab: ds.slab1 != 0, Remote: ds.remote, LastAccess: s.lastAccess.Load(),
 					Deleted: s.state == stSoftDeleted}
-				if i < last {
-					in.Sealed = s.data.segs[i+1].base < vis
-				} else {
-					in.Sealed = final && vis == uint64(s.tail)
-					in.Final = in.Sealed
-				}
+				in.Sealed = s.sealed(i, vis)
+				in.Final = in.Sealed && i == last
 				if ds.remote != "" {
 					in.Sealed = true
 				} else if !in.Slab {
@@ -181,19 +176,12 @@ func (e *Engine) EvictSegments(ctx context.Context, evs []Eviction) (int, error)
 			s.mu.Unlock()
 			continue
 		}
-		ds := s.data.segs[i]
-		vis := s.vis.Load()
-		sealed := i+1 < len(s.data.segs) && s.data.segs[i+1].base < vis ||
-			s.visClosed.Load() && vis == uint64(s.tail)
-		if ds.remote != "" || ds.slab1 != 0 || !sealed || int64(s.data.segUsed(i, vis)) != ev.Len || ev.Key == "" {
+		ds, vis := s.data.segs[i], s.vis.Load()
+		if ds.remote != "" || ds.slab1 != 0 || !s.sealed(i, vis) || int64(s.data.segUsed(i, vis)) != ev.Len || ev.Key == "" {
 			s.mu.Unlock()
 			continue
 		}
-		rec := remoteRec{id: s.id, base: ds.base, n: uint64(ev.Len), key: ev.Key}
-		buf := e.getBuf()
-		*buf = rec.encode((*buf)[:0])
-		lsn, err = e.commit(*buf, nil)
-		e.putBuf(buf)
+		lsn, err = e.commitRemote(&remoteRec{id: s.id, base: ds.base, n: uint64(ev.Len), key: ev.Key})
 		if err != nil {
 			s.mu.Unlock()
 			break
@@ -277,11 +265,7 @@ func (e *Engine) AttachRemote(ctx context.Context, path string, segs []RemoteSeg
 			return fmt.Errorf("engine: attach %q at %d+%d: the stream's tail is %d", r.Key, r.Base, r.Len, s.tail)
 		}
 		rec := remoteRec{id: s.id, adopt: true, base: uint64(r.Base), n: uint64(r.Len), key: r.Key}
-		buf := e.getBuf()
-		*buf = rec.encode((*buf)[:0])
-		lsn, err = e.commit(*buf, nil)
-		e.putBuf(buf)
-		if err != nil {
+		if lsn, err = e.commitRemote(&rec); err != nil {
 			s.mu.Unlock()
 			return err
 		}
@@ -295,6 +279,15 @@ func (e *Engine) AttachRemote(ctx context.Context, path string, segs []RemoteSeg
 	}
 	s.publish(tail, false)
 	return nil
+}
+
+// commitRemote writes a remote record to the commit log (not yet durable).
+func (e *Engine) commitRemote(r *remoteRec) (uint64, error) {
+	buf := e.getBuf()
+	*buf = r.encode((*buf)[:0])
+	lsn, err := e.commit(*buf, nil)
+	e.putBuf(buf)
+	return lsn, err
 }
 
 // adopt adds a remote segment at s's tail. Called with s.mu held (or
@@ -335,6 +328,18 @@ func (e *Engine) replayRemote(s *stream, r *remoteRec, lsn uint64) error {
 	return nil
 }
 
+// sealed reports whether nothing more can be written to s's segment i: a
+// later segment holds durable bytes (an append that failed to commit takes
+// its new segment back, and the one before could be written again), or
+// the stream's closure is durable; vis is the readable tail the caller
+// read. Called with s.mu held.
+func (s *stream) sealed(i int, vis uint64) bool {
+	if i+1 < len(s.data.segs) {
+		return s.data.segs[i+1].base < vis
+	}
+	return s.visClosed.Load() && vis == uint64(s.tail)
+}
+
 // segAt returns the index of s's segment starting at base, or -1. Called
 // with s.mu held.
 func (s *stream) segAt(base uint64) int {
@@ -351,16 +356,16 @@ func (s *stream) segAt(base uint64) int {
 
 // sealByAge reports whether an append at off should start a new segment
 // instead of going into ds, because ds is older than Options.SealAfter.
-// The decision is logged (the append's record is recAppendSealed: see
-// s.sealedHere) and replay follows the log, not the clock: the layout
+// The decision is logged (putData reports it and the append's record is
+// recAppendSealed) and replay follows the log, not the clock: the layout
 // after a restart is the one before it, so the objects a tier uploaded
 // stay this stream's segments. Called with s.mu held.
-func (e *Engine) sealByAge(s *stream, ds *dataSeg, off Offset) bool {
+func (e *Engine) sealByAge(ds *dataSeg, off Offset) bool {
 	if uint64(off) == ds.base {
 		return false
 	}
 	if e.replaying {
-		return s.replaySeal == off && off != 0
+		return e.replaySealed
 	}
 	if e.opts.SealAfter <= 0 {
 		return false
@@ -373,7 +378,6 @@ func (e *Engine) sealByAge(s *stream, ds *dataSeg, off Offset) bool {
 	if now-ds.created < int64(e.opts.SealAfter) {
 		return false
 	}
-	s.sealedHere = true
 	return true
 }
 

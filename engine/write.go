@@ -676,11 +676,11 @@ func (e *Engine) appendLocked(s *stream, data []byte, o *AppendOptions) (AppendR
 			return ok, err
 		}
 	}
-	s.sealedHere = false
-	if _, err := e.putData(s, off, int64(len(data)), ref, fill); err != nil {
+	_, sealed, err := e.putData(s, off, int64(len(data)), ref, fill)
+	if err != nil {
 		return AppendResult{}, pending{}, err
 	}
-	rec := appendRec{id: s.id, offset: uint64(off), sealed: s.sealedHere}
+	rec := appendRec{id: s.id, offset: uint64(off), sealed: sealed}
 	if o.Close {
 		rec.flags |= fClosed
 	}
