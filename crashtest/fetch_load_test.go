@@ -126,6 +126,7 @@ type fetchRec struct {
 	settled     bool // verified after a restart: stored and final
 	final       []byte
 	finalWhole  bool
+	reading     int // door requests of this acked fetch in flight
 	delTried    bool
 	deleted     bool
 	delVerified bool
@@ -204,7 +205,23 @@ func (l *fetchLoad) doorURL(uri string) string {
 // doorFetch requests f through the durablefetch door (starting, joining or
 // replaying it; sometimes resuming at the bytes already seen) and reads the
 // body whole or drops it part way.
+//
+// A request for an acked fetch and a delete of it never overlap: a request
+// that reaches the server after the delete rightly starts a new fetch under
+// the key (a new Durable-Fetch-Id), which this model does not follow.
 func (l *fetchLoad) doorFetch(rng *rand.Rand, f *fetchRec) {
+	l.m.mu.Lock()
+	if f.delTried {
+		l.m.mu.Unlock()
+		return
+	}
+	f.reading++
+	l.m.mu.Unlock()
+	defer func() {
+		l.m.mu.Lock()
+		f.reading--
+		l.m.mu.Unlock()
+	}()
 	ctx, cancel := context.WithTimeout(context.Background(), fetchReadTimeout)
 	defer cancel()
 	req, _ := http.NewRequestWithContext(ctx, "GET", l.doorURL(f.uri), nil)
@@ -283,6 +300,10 @@ func (l *fetchLoad) sawDoor(f *fetchRec, from int, body []byte, whole bool) {
 
 func (l *fetchLoad) doorDelete(f *fetchRec) {
 	l.m.mu.Lock()
+	if f.reading > 0 || f.delTried {
+		l.m.mu.Unlock()
+		return
+	}
 	f.delTried = true
 	l.m.mu.Unlock()
 	res := do(context.Background(), l.c, "POST", l.door+"/delete", fetchURLJSON(l.up, f.uri))
@@ -377,6 +398,9 @@ func (l *fetchLoad) sawProxy(f *fetchRec, body []byte, outcome string) {
 			f.whole = true
 			m.st.fetch.readsWhole++
 		}
+	case outcome == "aborted" && f.delTried:
+		// The other worker deletes it: a delete aborts the upstream first,
+		// which closes the stream, then removes it.
 	case outcome != "interrupted":
 		m.fail("round %d: proxy stream %s closed with outcome %q", l.round, f.name, outcome)
 	}

@@ -163,6 +163,10 @@ type Manager struct {
 	pending map[string]*pending // key -> its first request, waiting for headers
 	running map[string]*run     // id -> a fetch being piped
 	readers map[string]int      // id -> readers attached (durablefetch activeConnections)
+
+	// recordDeleted, when set (tests), is called by a delete between
+	// deleting a fetch's record and deleting its body.
+	recordDeleted func(id string)
 }
 
 type pending struct {
@@ -650,9 +654,12 @@ func (m *Manager) Delete(ctx context.Context, id string) error {
 // bytes that are not there).
 func (m *Manager) deleteStreams(id string) {
 	ctx := context.Background()
-	for _, p := range []string{m.metaPath(id), m.bodyPath(id)} {
+	for i, p := range []string{m.metaPath(id), m.bodyPath(id)} {
 		if err := m.eng.Delete(ctx, p); err != nil && !errors.Is(err, engine.ErrNotFound) {
 			m.log.Warn("delete fetch stream", "path", p, "err", err)
+		}
+		if i == 0 && m.recordDeleted != nil {
+			m.recordDeleted(id)
 		}
 	}
 }

@@ -396,3 +396,50 @@ func TestDeleteCutByCrash(t *testing.T) {
 		}
 	}
 }
+
+// A request for a key whose fetch is being deleted, parked between the
+// delete of the record and of the body: the key is free, so the request
+// starts a new fetch under a new id with its own body; the delete then
+// removes only the old fetch, and the key names the new one afterwards.
+func TestStartRacingDelete(t *testing.T) {
+	eng := testEngine(t, t.TempDir())
+	defer eng.Close()
+	up := newUpstream(t, 3, 0)
+	m := testManager(t, eng, nil)
+	defer m.Close()
+	ctx := context.Background()
+	req := Request{Key: "k", URL: mustURL(t, up.URL+"/k"), Method: "GET"}
+	old, _, err := m.Start(ctx, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitEnd(t, m, old.ID)
+
+	parked, release := make(chan struct{}), make(chan struct{})
+	m.recordDeleted = func(string) { close(parked); <-release }
+	deleted := make(chan error, 1)
+	go func() { deleted <- m.Delete(ctx, old.ID) }()
+	<-parked
+	f, joined, err := m.Start(ctx, req)
+	if err != nil || joined || f.ID == old.ID {
+		t.Fatalf("start during a delete: %v joined=%v id %s (old %s), want a new fetch", err, joined, f.ID, old.ID)
+	}
+	waitEnd(t, m, f.ID)
+	close(release)
+	if err := <-deleted; err != nil {
+		t.Fatal(err)
+	}
+	g, err := m.ByKey("k")
+	if err != nil || g.ID != f.ID {
+		t.Fatalf("key after the delete: %v %+v, want the new fetch %s", err, g, f.ID)
+	}
+	if body, closed := readBody(t, eng, g); g.Outcome != Complete || !closed || !bytes.Equal(body, wantBody(3)) {
+		t.Fatalf("new fetch: %q closed %v %q", g.Outcome, closed, body)
+	}
+	if _, err := eng.Head(m.bodyPath(old.ID)); !errors.Is(err, engine.ErrNotFound) {
+		t.Fatalf("old body after the delete: %v, want not found", err)
+	}
+	if up.calls.Load() != 2 {
+		t.Fatalf("upstream calls %d, want 2", up.calls.Load())
+	}
+}
