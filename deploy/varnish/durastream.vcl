@@ -60,12 +60,18 @@ sub vcl_backend_response {
         set beresp.ttl = 1s;
         return (deliver);
     }
-    # Catch-up reads are "no-cache": keep the body, but ask durastream on
-    # every use (If-None-Match); unchanged data comes back as a 304 and the
-    # stored body is sent. Never served without asking: a stream may have
-    # grown, closed, been deleted or recreated.
+    # Catch-up reads are "no-cache": keep the body, but ask durastream
+    # before serving it to a later request (If-None-Match; unchanged data
+    # comes back as a 304 and the stored body is sent): a stream may have
+    # grown, closed, been deleted or recreated. The TTL cannot be 0: Varnish
+    # neither serves nor revalidates an object whose TTL is 0, so every read
+    # would fetch the whole body again. One microsecond: requests that
+    # arrived while this answer was being fetched share it (request
+    # collapsing: 100 readers of one big stream cost the origin about one
+    # copy), and every request that arrives after it revalidates. For
+    # strict read-your-writes through the cache, see "Caches" in the README.
     if (beresp.http.Cache-Control ~ "no-cache") {
-        set beresp.ttl = 0s;
+        set beresp.ttl = 1ms / 1000;
         set beresp.grace = 0s;
         set beresp.keep = 10m;
         return (deliver);
