@@ -9,7 +9,8 @@ package crashtest
 // checks: at the end, after one more start (whose first round sweeps what
 // the kills left), every object a manifest lists is in the bucket with the
 // listed size, every segment object is listed by a manifest (no orphan),
-// and some listed segments have no local file (eviction happened).
+// and some listed segments have no local file (eviction happened), and
+// evicted bytes read back were kept in the read cache.
 //
 //	go test -race -count=1 -v -run TestHTTPTierCrashTorture ./crashtest/
 
@@ -82,7 +83,37 @@ func TestHTTPTierCrashTorture(t *testing.T) {
 		}
 		time.Sleep(300 * time.Millisecond)
 	}
+	// The verification after the last start read evicted bytes back, and
+	// kept whole blocks in the read cache (a quarter of the budget).
+	if fills := tierMetric(t, tt.srv.base, "durastream_tier_cache_fills_total"); fills == 0 {
+		t.Error("no block was kept in the read cache: the torture did not exercise it")
+	}
 	restoreCheck(t, tt, cl, s3.Bucket, args)
+}
+
+// tierMetric is one counter from the server's /metrics.
+func tierMetric(t *testing.T, base, name string) int64 {
+	t.Helper()
+	resp, err := newClient().Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				t.Fatalf("metric %s: %q", name, line)
+			}
+			return n
+		}
+	}
+	t.Fatalf("/metrics has no %s", name)
+	return 0
 }
 
 // restoreCheck is disaster recovery through the real binary: what the

@@ -5,6 +5,7 @@ package tier_test
 //
 //	DURASTREAM_TIER_BENCH_MIB=8192 go test -run '^$' -bench BenchmarkTierCatchup -benchtime 3x -timeout 30m ./tier/
 //	go test -run '^$' -bench BenchmarkTierAppend -benchtime 5s -count 3 ./tier/
+//	go test -run '^$' -bench BenchmarkTierRecache -benchtime 5x -count 3 ./tier/
 //
 // BenchmarkTierCatchup fills 8 streams with DURASTREAM_TIER_BENCH_MIB of
 // data in all (default 1024) behind a 512 MiB local budget, reports the
@@ -306,4 +307,107 @@ func BenchmarkTierAppend(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkTierRecache: a 48 MiB stream wholly evicted (segment files get
+// 32 MiB of a 96 MiB budget, the read cache 64 MiB), read whole over HTTP:
+// "cold" with an empty read cache (a new Tier and engine each time, which
+// is not timed), "cached" again and again once the first read filled it.
+func BenchmarkTierRecache(b *testing.B) {
+	s3 := s3test.Start(b)
+	dir, cacheDir := b.TempDir(), b.TempDir()
+	cfg := tier.Config{Endpoint: s3.Endpoint, Bucket: s3.Bucket, Prefix: "bench/", AccessKey: s3.AccessKey,
+		SecretKey: s3.SecretKey, LocalBudget: 96 << 20, CacheBytes: 64 << 20, CacheDir: cacheDir}
+	var eng *engine.Engine
+	var tr *tier.Tier
+	open := func() {
+		if eng != nil {
+			eng.Close()
+		}
+		var err error
+		if tr, err = tier.New(cfg); err != nil {
+			b.Fatal(err)
+		}
+		if eng, err = engine.Open(dir, &engine.Options{Remote: tr, OnRemove: tr.Removed}); err != nil {
+			b.Fatal(err)
+		}
+		tr.Attach(eng)
+	}
+	open()
+	defer func() { eng.Close() }()
+	ctx := context.Background()
+	chunk := make([]byte, 1<<20)
+	rng := rand.New(rand.NewPCG(3, 4))
+	for i := range chunk {
+		chunk[i] = byte(rng.Uint32())
+	}
+	const size = 48 << 20
+	for _, s := range []struct {
+		path string
+		mib  int
+	}{{"hot", size >> 20}, {"filler", 64}} {
+		eng.Create(ctx, s.path, engine.CreateOptions{ContentType: "application/octet-stream"})
+		for i := range s.mib {
+			if _, err := eng.Append(ctx, s.path, chunk, engine.AppendOptions{Close: i == s.mib-1}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	if err := tr.Sync(ctx); err != nil {
+		b.Fatal(err)
+	}
+	eng.Segments(func(in engine.SegmentInfo) bool {
+		if in.Path == "hot" && in.Remote == "" && in.Len > 0 {
+			b.Fatalf("a segment of the hot stream is still local: %+v", in)
+		}
+		return true
+	})
+	eng.Checkpoint()
+	hc := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+	read := func(b *testing.B, url string) {
+		resp, err := hc.Get(url + "/v1/stream/hot?offset=-1")
+		if err != nil {
+			b.Fatal(err)
+		}
+		n, err := io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 || n != size {
+			b.Fatalf("catch-up: %d, %d of %d bytes, %v", resp.StatusCode, n, size, err)
+		}
+	}
+	serve := func() *httptest.Server {
+		srv, err := server.New(eng, server.Config{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return httptest.NewServer(srv)
+	}
+	b.Run("cold", func(b *testing.B) {
+		b.SetBytes(size)
+		for range b.N {
+			b.StopTimer()
+			open() // an empty read cache
+			hs := serve()
+			b.StartTimer()
+			read(b, hs.URL)
+			b.StopTimer()
+			hs.Close()
+			b.StartTimer()
+		}
+	})
+	b.Run("cached", func(b *testing.B) {
+		hs := serve()
+		defer hs.Close()
+		read(b, hs.URL) // fills the cache
+		remote := tr.Stats().RemoteReads
+		b.SetBytes(size)
+		b.ResetTimer()
+		for range b.N {
+			read(b, hs.URL)
+		}
+		b.StopTimer()
+		if st := tr.Stats(); st.RemoteReads != remote {
+			b.Fatalf("cached reads went to the bucket: %d range GETs", st.RemoteReads-remote)
+		}
+	})
 }

@@ -8,7 +8,8 @@ import (
 	"github.com/durastream/durastream/engine"
 )
 
-// evict brings the local segment files within the budget: the coldest
+// evict brings the local segment files within the budget (less the read
+// cache's share): the coldest
 // sealed segments (least recently used stream first, then oldest bytes)
 // whose stored manifest lists them as verified in the bucket.
 func (t *Tier) evict(ctx context.Context, all []*streamSegs) error {
@@ -32,6 +33,9 @@ func (t *Tier) evict(ctx context.Context, all []*streamSegs) error {
 	}
 	t.stats.localBytes.Store(local)
 	budget := t.cfg.LocalBudget
+	if t.cache != nil {
+		budget -= t.cache.limit // the read cache's share
+	}
 	if budget <= 0 || local <= budget {
 		return nil
 	}

@@ -20,6 +20,8 @@ import (
 // they hold is copied from them. Anything else is one range GET of exactly
 // the bytes asked for, so the first byte of an evicted range leaves before
 // the rest is fetched. A short object is an error, never a short read.
+// Whole blocks fetched either way are kept in the read cache (cache.go),
+// which is asked first.
 const (
 	readAheadBytes    = 4 << 20
 	readAheadBlocks   = 2
@@ -33,11 +35,17 @@ func (t *Tier) ReadRange(ctx context.Context, key string, off, n int64) ([]byte,
 	if n <= 0 {
 		return nil, nil
 	}
-	b := t.ra.read(key, off, n)
+	b := t.cache.read(key, off, n)
+	if b == nil {
+		b = t.ra.read(key, off, n)
+	}
 	if b == nil {
 		b = make([]byte, n)
 		if err := t.get(ctx, key, b, off); err != nil {
 			return nil, err
+		}
+		if wholeBlock(off, n, objectLen(key)) {
+			t.cache.put(key, off/cacheBlockBytes, b)
 		}
 	}
 	t.ra.ahead(t, key, off, off+n)
@@ -169,8 +177,15 @@ func (ra *readAhead) ahead(t *Tier, key string, off, next int64) {
 		last := k.blocks[n-1]
 		from = max(from, last.off+int64(cap(last.b)))
 	}
+	// Blocks are aligned in the object (the first one starts before next
+	// when next is not), so that each is one whole block of the read cache.
+	from -= from % readAheadBytes
 	for len(k.blocks) < readAheadBlocks && from < size && ra.bytes+readAheadBytes <= readAheadMaxBytes {
 		n := min(readAheadBytes, size-from)
+		if t.cache.has(key, from/cacheBlockBytes) {
+			from += n
+			continue
+		}
 		blk := &raBlock{off: from, b: make([]byte, n), done: make(chan struct{})}
 		k.blocks = append(k.blocks, blk)
 		ra.bytes += n
@@ -178,6 +193,9 @@ func (ra *readAhead) ahead(t *Tier, key string, off, next int64) {
 		go func() {
 			defer close(blk.done)
 			blk.err = t.get(context.Background(), key, blk.b, blk.off)
+			if blk.err == nil {
+				t.cache.put(key, blk.off/cacheBlockBytes, blk.b)
+			}
 		}()
 	}
 }

@@ -30,6 +30,7 @@ func (t *Tier) deleteRemoved(ctx context.Context) error {
 		}
 		inc := incarnation(r.CreatedAt, r.StreamID)
 		keys := append([]string(nil), r.Remote...)
+		t.cache.dropKeys(t.incPrefix(inc), keys)
 		m, err := t.getManifest(ctx, r.Path)
 		if err != nil {
 			errs = append(errs, err)

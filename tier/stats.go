@@ -32,16 +32,23 @@ type Stats struct {
 	StreamsDeleted int64 // removed streams whose objects were deleted
 	ObjectsDeleted int64
 	LocalBytes     int64 // local segment files at the last scan
+	CacheHits      int64 // reads of evicted bytes answered by the read cache
+	CacheFills     int64 // blocks kept in the read cache
+	CacheBytes     int64 // held in the read cache now
 }
 
 // Stats returns the counters.
 func (t *Tier) Stats() Stats {
 	s := &t.stats
-	return Stats{Cycles: s.cycles.Load(), Uploads: s.uploads.Load(), UploadBytes: s.uploadBytes.Load(),
+	st := Stats{Cycles: s.cycles.Load(), Uploads: s.uploads.Load(), UploadBytes: s.uploadBytes.Load(),
 		UploadSeconds: float64(s.uploadNanos.Load()) / 1e9, UploadErrors: s.uploadErrors.Load(),
 		Evictions: s.evictions.Load(), RemoteReads: s.reads.Load(), RemoteBytes: s.readBytes.Load(),
 		RemoteErrors: s.readErrors.Load(), StreamsDeleted: s.streamsDeleted.Load(),
 		ObjectsDeleted: s.objectsDeleted.Load(), LocalBytes: s.localBytes.Load()}
+	if c := t.cache; c != nil {
+		st.CacheHits, st.CacheFills, st.CacheBytes = c.hits.Load(), c.fills.Load(), c.held.Load()
+	}
+	return st
 }
 
 // WriteMetrics writes the counters in the Prometheus text format.
@@ -60,6 +67,9 @@ func (t *Tier) WriteMetrics(w io.Writer) {
 		{"durastream_tier_remote_read_errors_total", "counter", "Reads of evicted bytes that failed (answered 503).", s.RemoteErrors},
 		{"durastream_tier_streams_deleted_total", "counter", "Removed streams whose objects were deleted.", s.StreamsDeleted},
 		{"durastream_tier_local_bytes", "gauge", "Bytes of local segment files at the last scan.", s.LocalBytes},
+		{"durastream_tier_cache_hits_total", "counter", "Reads of evicted bytes answered by the local read cache.", s.CacheHits},
+		{"durastream_tier_cache_fills_total", "counter", "Blocks of evicted bytes kept in the local read cache.", s.CacheFills},
+		{"durastream_tier_cache_bytes", "gauge", "Bytes held in the local read cache.", s.CacheBytes},
 	} {
 		fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n%s %v\n", m.name, m.help, m.name, m.kind, m.name, m.v)
 	}

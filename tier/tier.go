@@ -8,7 +8,9 @@
 // history is found without listing the bucket. When the local segment
 // files exceed the budget, the coldest segments that the manifest says are
 // verified in the bucket are evicted (engine.EvictSegments): reads of them
-// then come back through ReadRange, with range GETs of the bytes asked for.
+// then come back through ReadRange, with range GETs of the bytes asked for,
+// and whole blocks of them are kept in a local read cache within its share
+// of the budget (cache.go).
 //
 // The tier never sits on the append path: a bucket that is down only
 // delays uploads (retried with backoff) and fails reads of evicted bytes
@@ -54,6 +56,14 @@ type Config struct {
 	// coldest sealed segments verified in the bucket are evicted. 0: never
 	// evict (the bucket is then a copy for disaster recovery).
 	LocalBudget int64
+	// CacheDir and CacheBytes: evicted bytes read back from the bucket are
+	// kept in CacheDir (whole 4 MiB blocks, least recently used dropped
+	// first), up to CacheBytes of the LocalBudget; segment files then get
+	// the rest of the budget. The directory is the tier's own: block files
+	// an earlier run left in it are deleted at New. Off when either is
+	// unset or LocalBudget is 0.
+	CacheDir   string
+	CacheBytes int64
 	// ScanInterval is how often sealed segments are looked for (each scan
 	// visits every stream). Default 5 s.
 	ScanInterval time.Duration
@@ -108,6 +118,9 @@ func (c *Config) Validate() error {
 	if c.LocalBudget < 0 {
 		errs = append(errs, fmt.Errorf("local budget %d: must not be negative", c.LocalBudget))
 	}
+	if c.CacheBytes < 0 || (c.LocalBudget > 0 && c.CacheBytes >= c.LocalBudget) {
+		errs = append(errs, fmt.Errorf("read cache %d bytes: must be at least 0 and less than the local budget (%d)", c.CacheBytes, c.LocalBudget))
+	}
 	return errors.Join(errs...)
 }
 
@@ -132,7 +145,8 @@ type Tier struct {
 	started atomic.Bool
 
 	stats stats
-	ra    readAhead // blocks fetched ahead of in-order readers (read.go)
+	ra    readAhead   // blocks fetched ahead of in-order readers (read.go)
+	cache *blockCache // evicted bytes kept locally (cache.go); nil: off
 }
 
 // New checks the configuration and makes the S3 client (no request yet).
@@ -153,7 +167,13 @@ func New(cfg Config) (*Tier, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tier: S3 client: %w", err)
 	}
-	return &Tier{cfg: c, s3: cl, log: c.Logger, streams: map[uint64]*streamState{},
+	var cache *blockCache
+	if c.LocalBudget > 0 {
+		if cache, err = newBlockCache(c.CacheDir, c.CacheBytes, c.Logger); err != nil {
+			return nil, err
+		}
+	}
+	return &Tier{cfg: c, s3: cl, log: c.Logger, streams: map[uint64]*streamState{}, cache: cache,
 		removed: make(chan engine.RemovedStream, 4096),
 		kick:    make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}, nil
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -452,4 +453,95 @@ func TestRestore(t *testing.T) {
 	}
 	fresh.restart()
 	fresh.mustRead("r/json", js, "restored, after restart")
+}
+
+func cacheFiles(t *testing.T, dir string) (n int, bytes int64) {
+	t.Helper()
+	files, _ := filepath.Glob(filepath.Join(dir, "*.blk"))
+	for _, f := range files {
+		fi, err := os.Stat(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bytes += fi.Size()
+	}
+	return len(files), bytes
+}
+
+// TestReadCache: evicted bytes read back from the bucket are kept in the
+// read cache within its share of the budget, and read again from it
+// exactly, even with the bucket down; a cached block whose file is gone is
+// fetched again (or, with the bucket down, the read fails: never short);
+// a deleted stream's blocks go; a new Tier starts with an empty cache.
+func TestReadCache(t *testing.T) {
+	s3 := s3test.Start(t)
+	px := s3test.NewProxy(t, s3.Endpoint)
+	cfg := tierConfig(s3, px.Endpoint)
+	cacheDir := t.TempDir()
+	cfg.LocalBudget, cfg.CacheBytes, cfg.CacheDir = 4<<20+64<<10, 4<<20, cacheDir
+	n := openNode(t, t.TempDir(), cfg, engine.Options{})
+	text, js := n.fill("logs/a", "chat/1", 3000)
+	n.sync()
+	if st := n.tier.Stats(); st.Evictions < 15 {
+		t.Fatalf("segments not kept within the budget less the cache: %+v", st)
+	}
+	n.eng.Checkpoint()
+	n.mustRead("logs/a", text, "first read of evicted bytes")
+	n.mustRead("chat/1", js, "first read of evicted bytes")
+	st := n.tier.Stats()
+	files, held := cacheFiles(t, cacheDir)
+	if st.RemoteReads == 0 || st.CacheFills == 0 || int64(files) != st.CacheFills || held != st.CacheBytes {
+		t.Fatalf("after the first reads: %+v; %d cache files of %d bytes", st, files, held)
+	}
+
+	// The bucket down: served from the cache alone.
+	px.SetMode(s3test.Refuse)
+	n.mustRead("logs/a", text, "from the cache, bucket down")
+	n.mustRead("chat/1", js, "from the cache, bucket down")
+	if st2 := n.tier.Stats(); st2.RemoteReads != st.RemoteReads || st2.CacheHits == 0 {
+		t.Fatalf("reads with everything cached: %+v (before %+v)", st2, st)
+	}
+	// A cached file gone: with the bucket down the read fails, then comes
+	// back from the bucket.
+	blk, _ := filepath.Glob(filepath.Join(cacheDir, "*.blk"))
+	for _, f := range blk {
+		os.Remove(f)
+	}
+	if _, err := n.read("logs/a"); !errors.Is(err, engine.ErrUnavailable) {
+		t.Fatalf("cache files gone, bucket down: %v, want ErrUnavailable", err)
+	}
+	px.SetMode(s3test.Pass)
+	n.mustRead("logs/a", text, "cache files gone, bucket back")
+	n.mustRead("chat/1", js, "cache files gone, bucket back")
+
+	// Deleting a stream drops its blocks.
+	_, before := cacheFiles(t, cacheDir)
+	if err := n.eng.Delete(context.Background(), "logs/a"); err != nil {
+		t.Fatal(err)
+	}
+	n.sync()
+	if _, after := cacheFiles(t, cacheDir); after >= before || after != n.tier.Stats().CacheBytes {
+		t.Fatalf("cache bytes %d before deleting a stream, %d after (stats %d)", before, after, n.tier.Stats().CacheBytes)
+	}
+
+	// A small cache: bounded, least recently used out.
+	n.tier.Close()
+	cfg.CacheBytes = 64 << 10
+	cfg.LocalBudget = 128 << 10
+	tr, err := tier.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if files, _ := cacheFiles(t, cacheDir); files != 0 {
+		t.Fatalf("%d cache files left for a new Tier", files)
+	}
+	n.restartWith(tr)
+	n.mustRead("chat/1", js, "small cache")
+	n.mustRead("chat/1", js, "small cache, again")
+	if st := n.tier.Stats(); st.CacheFills == 0 || st.CacheBytes > 64<<10 {
+		t.Fatalf("small cache: %+v", st)
+	}
+	if _, held := cacheFiles(t, cacheDir); held > 64<<10 {
+		t.Fatalf("small cache holds %d bytes of files", held)
+	}
 }

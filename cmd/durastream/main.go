@@ -290,7 +290,7 @@ func serve(args []string) error {
 	engOpts := &engine.Options{Durability: engine.Durability(f.durability), Logger: log,
 		MaxPathLen: f.maxPathBytes, BufferedLargeAppends: f.bufferedLarge,
 		CheckpointInterval: f.ckptInterval, CheckpointBytes: f.ckptBytes}
-	tiering, err := f.tier.newTier(f.durability, engOpts, log)
+	tiering, err := f.tier.newTier(f.durability, f.dataDir, engOpts, log)
 	if err != nil {
 		return err
 	}

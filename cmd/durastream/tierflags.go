@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"time"
 
 	"github.com/durastream/durastream/engine"
@@ -22,6 +23,7 @@ type tierFlags struct {
 	accessKey, secretKey             string
 	tls                              bool
 	localBudget                      string
+	readCache                        string
 	sealAfter                        time.Duration
 	scanInterval                     time.Duration
 	restore                          bool
@@ -36,6 +38,7 @@ func (tf *tierFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&tf.secretKey, "s3-secret-key", "", "object-storage tier: secret key (default $AWS_SECRET_ACCESS_KEY; flags show in ps)")
 	fs.BoolVar(&tf.tls, "s3-tls", true, "object-storage tier: HTTPS to the endpoint (--s3-tls=false for a local plain-HTTP server)")
 	fs.StringVar(&tf.localBudget, "local-budget", "", "object-storage tier: most bytes of stream segment files kept on local disk, e.g. 512MiB; past it the coldest segments safely in the bucket are evicted and read back from it (empty: keep all, the bucket is a copy)")
+	fs.StringVar(&tf.readCache, "s3-read-cache", "", "object-storage tier: how much of --local-budget keeps evicted bytes read back from the bucket (in <data-dir>/tier-cache, least recently used dropped first), e.g. 128MiB; 0: none (empty: a quarter of the budget)")
 	fs.DurationVar(&tf.sealAfter, "seal-after", 10*time.Minute, "object-storage tier: an append to a segment older than this starts a new one, so the old one is sealed and uploaded: it bounds the history that exists only on local disk")
 	fs.DurationVar(&tf.scanInterval, "s3-scan-interval", 5*time.Second, "object-storage tier: how often sealed segments are looked for (a scan visits every stream)")
 	fs.BoolVar(&tf.restore, "s3-restore", false, "object-storage tier: at start, restore every stream in the bucket that is not on local disk (disaster recovery onto a new machine)")
@@ -45,10 +48,10 @@ func (tf *tierFlags) enabled() bool { return tf.bucket != "" }
 
 // newTier builds the tier from the flags, checks that its bucket answers,
 // and sets the engine options it needs. Nil when the tier is off.
-func (tf *tierFlags) newTier(durability string, opts *engine.Options, log *slog.Logger) (*tier.Tier, error) {
+func (tf *tierFlags) newTier(durability, dataDir string, opts *engine.Options, log *slog.Logger) (*tier.Tier, error) {
 	if !tf.enabled() {
-		if tf.localBudget != "" || tf.restore {
-			return nil, errors.New("--local-budget and --s3-restore need the object-storage tier: set --s3-bucket")
+		if tf.localBudget != "" || tf.restore || tf.readCache != "" {
+			return nil, errors.New("--local-budget, --s3-read-cache and --s3-restore need the object-storage tier: set --s3-bucket")
 		}
 		return nil, nil
 	}
@@ -70,6 +73,17 @@ func (tf *tierFlags) newTier(durability string, opts *engine.Options, log *slog.
 		}
 		cfg.LocalBudget = n
 	}
+	cfg.CacheDir, cfg.CacheBytes = filepath.Join(dataDir, "tier-cache"), cfg.LocalBudget/4
+	if tf.readCache != "" {
+		n, err := parseBytes(tf.readCache)
+		if err != nil {
+			return nil, fmt.Errorf("--s3-read-cache: %w", err)
+		}
+		if cfg.LocalBudget == 0 && n > 0 {
+			return nil, errors.New("--s3-read-cache needs --local-budget (without a budget nothing is evicted)")
+		}
+		cfg.CacheBytes = n
+	}
 	t, err := tier.New(cfg)
 	if err != nil {
 		return nil, err
@@ -83,7 +97,7 @@ func (tf *tierFlags) newTier(durability string, opts *engine.Options, log *slog.
 	opts.OnRemove = t.Removed
 	opts.SealAfter = tf.sealAfter
 	log.Info("object-storage tier on", "endpoint", cfg.Endpoint, "bucket", cfg.Bucket, "prefix", cfg.Prefix,
-		"tls", cfg.TLS, "local_budget", cfg.LocalBudget, "seal_after", tf.sealAfter)
+		"tls", cfg.TLS, "local_budget", cfg.LocalBudget, "read_cache", cfg.CacheBytes, "seal_after", tf.sealAfter)
 	return t, nil
 }
 
