@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -124,8 +125,11 @@ func (c *blockCache) read(key string, off, n int64) []byte {
 	c.mu.Unlock()
 	for _, p := range parts {
 		if err := readFileAt(p.file, p.dst, p.at); err != nil {
-			c.log.Warn("tier: read cache: a cached block is unreadable; fetching it again", "key", p.id.key, "err", err)
-			c.forget(p.id)
+			// Not there: dropped since (file names are never reused).
+			if !errors.Is(err, fs.ErrNotExist) {
+				c.log.Warn("tier: read cache: a cached block is unreadable; fetching it again", "key", p.id.key, "err", err)
+			}
+			c.forget(p.id, p.file)
 			return nil
 		}
 	}
@@ -204,9 +208,13 @@ func (c *blockCache) dropColdest() string {
 	return cb.file
 }
 
-func (c *blockCache) forget(id blockID) {
+// forget drops block id if file still holds it.
+func (c *blockCache) forget(id blockID, file string) {
 	c.mu.Lock()
 	b := c.blocks[id]
+	if b != nil && b.file != file {
+		b = nil // dropped and kept again meanwhile
+	}
 	if b != nil {
 		delete(c.blocks, id)
 		c.bytes -= b.n
