@@ -110,7 +110,9 @@ func mustURL(t *testing.T, s string) *url.URL {
 	return u
 }
 
-// waitEnd waits until the fetch has an outcome.
+// waitEnd waits until the fetch has an outcome and its pipe is done (the
+// outcome is recorded before the body is closed, so that a reader that
+// sees the body closed finds the outcome).
 func waitEnd(t *testing.T, m *Manager, id string) *Fetch {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
@@ -119,7 +121,7 @@ func waitEnd(t *testing.T, m *Manager, id string) *Fetch {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if f.Outcome != Running {
+		if f.Outcome != Running && !m.Running(id) {
 			return f
 		}
 		time.Sleep(5 * time.Millisecond)
