@@ -545,3 +545,53 @@ func TestReadCache(t *testing.T) {
 		t.Fatalf("small cache holds %d bytes of files", held)
 	}
 }
+
+// TestReadCacheLargeObject: an evicted object of several cache blocks (the
+// last one short) read in order fills the cache through the read-ahead,
+// whose blocks are aligned to cache blocks; then whole and paged reads,
+// from unaligned offsets too, come from the cache alone, exactly.
+func TestReadCacheLargeObject(t *testing.T) {
+	s3 := s3test.Start(t)
+	px := s3test.NewProxy(t, s3.Endpoint)
+	cfg := tierConfig(s3, px.Endpoint)
+	cfg.LocalBudget, cfg.CacheBytes, cfg.CacheDir = 32<<20+64<<10, 32<<20, t.TempDir()
+	n := openNode(t, t.TempDir(), cfg, engine.Options{MinSegmentSize: 16 << 20, MaxSegmentSize: 16 << 20})
+	ctx := context.Background()
+	n.eng.Create(ctx, "big", engine.CreateOptions{ContentType: "application/octet-stream"})
+	want := make([]byte, 10<<20+12345)
+	for i := range want {
+		want[i] = byte(i*7 + i>>13)
+	}
+	for off := 0; off < len(want); off += 256 << 10 {
+		end := min(off+256<<10, len(want))
+		if _, err := n.eng.Append(ctx, "big", want[off:end], engine.AppendOptions{Close: end == len(want)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	n.sync()
+	if st := n.tier.Stats(); st.Evictions == 0 {
+		t.Fatalf("nothing evicted: %+v", st)
+	}
+	n.eng.Checkpoint()
+	n.mustRead("big", string(want), "first read")
+	st := n.tier.Stats()
+	if st.CacheFills < 3 {
+		t.Fatalf("after an in-order read of 10 MiB: %+v, want its 3 blocks cached", st)
+	}
+	px.SetMode(s3test.Refuse)
+	n.mustRead("big", string(want), "from the cache")
+	for _, from := range []int{0, 123, 4<<20 - 1, 5<<20 + 777, 8 << 20, len(want) - 10} {
+		c, err := n.eng.Read("big", engine.At(engine.Offset(from)), engine.ReadOptions{MaxBytes: 3<<20 + 5})
+		if err != nil {
+			t.Fatalf("paged read from %d with the bucket down: %v", from, err)
+		}
+		got := c.Bytes()
+		if !bytes.Equal(got, want[from:from+len(got)]) || len(got) == 0 {
+			t.Fatalf("paged read from %d: %d bytes that differ", from, len(got))
+		}
+		c.Release()
+	}
+	if st2 := n.tier.Stats(); st2.RemoteReads != st.RemoteReads {
+		t.Fatalf("reads with the object cached went to the bucket: %d range GETs", st2.RemoteReads-st.RemoteReads)
+	}
+}
