@@ -103,25 +103,20 @@ func streamIDOf(name string) (uint64, bool) {
 	return id, err == nil
 }
 
-// nextCap is the capacity of a new segment after prev for an append of need bytes.
-func (st *storage) nextCap(prev *dataSeg, need int64) int64 {
+// nextCap is the capacity of a new segment after prev for an append of
+// need bytes at off: twice prev's; or, when prev was sealed for its age
+// (aged), twice what it held as a power of two, so that a slow stream
+// sealed every SealAfter does not preallocate ever larger files. Between
+// MinSegmentSize and MaxSegmentSize, and room for need bytes.
+func (st *storage) nextCap(prev *dataSeg, aged bool, off uint64, need int64) int64 {
 	c := st.minSeg
-	if prev != nil {
-		c = min(prev.cap*2, st.maxSeg)
-	}
-	if c < need {
-		c = (need + 4095) &^ 4095
-	}
-	return c
-}
-
-// capFor is the capacity of a segment that follows one sealed for its
-// age after holding used bytes: twice that, as a power of two between
-// MinSegmentSize and MaxSegmentSize, and room for an append of need bytes.
-func (st *storage) capFor(used, need int64) int64 {
-	c := st.minSeg
-	for c < 2*used && c < st.maxSeg {
-		c *= 2
+	switch {
+	case aged:
+		for used := int64(off - prev.base); c < 2*used && c < st.maxSeg; {
+			c *= 2
+		}
+	case prev != nil:
+		c = prev.cap * 2
 	}
 	c = min(c, st.maxSeg)
 	if c < need {
@@ -344,14 +339,7 @@ func (e *Engine) putData(s *stream, off Offset, n int64, ref bool, fill fill) (b
 	aged := !fresh && e.sealByAge(ds, off)
 	fresh = fresh || aged
 	if fresh {
-		c := e.store.nextCap(ds, n)
-		if aged {
-			// Sealed for its age, not because it was full: size the next
-			// one by what the stream wrote, so a slow stream sealed every
-			// SealAfter does not preallocate ever larger files.
-			c = e.store.capFor(int64(uint64(off)-ds.base), n)
-		}
-		ds = &dataSeg{base: uint64(off), cap: c, ord: uint32(len(d.segs)), slot: -1,
+		ds = &dataSeg{base: uint64(off), cap: e.store.nextCap(ds, aged, uint64(off), n), ord: uint32(len(d.segs)), slot: -1,
 			created: e.clock().UnixNano()}
 		create = true
 		if sb := e.store.slab; len(d.segs) == 0 && sb != nil && ds.cap == sb.slotSize && !ref {

@@ -25,6 +25,13 @@ type memRemote struct {
 
 func newMemRemote() *memRemote { return &memRemote{objs: map[string][]byte{}} }
 
+// byRefOpts: 4 KiB segments over m, appends of 4 KiB or more written by
+// reference (their bytes only in their segment), no timed checkpoints.
+func byRefOpts(m *memRemote) *Options {
+	return &Options{Remote: m, MinSegmentSize: 4 << 10, MaxSegmentSize: 4 << 10, LargeAppendBytes: 4 << 10,
+		CheckpointInterval: time.Hour}
+}
+
 func (m *memRemote) ReadRange(_ context.Context, key string, off, n int64) ([]byte, error) {
 	m.reads.Add(1)
 	if m.failing.Load() {
@@ -221,8 +228,7 @@ func TestEvictionCrashWindow(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	m := newMemRemote()
-	opts := &Options{Remote: m, MinSegmentSize: 4 << 10, MaxSegmentSize: 4 << 10, LargeAppendBytes: 4 << 10,
-		CheckpointInterval: time.Hour}
+	opts := byRefOpts(m)
 	e := openTest(t, dir, opts)
 	e.Create(ctx, "s", CreateOptions{ContentType: "text/plain"})
 	var want bytes.Buffer
@@ -439,8 +445,7 @@ func TestEvictedThenDeletedCrash(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
 	m := newMemRemote()
-	opts := &Options{Remote: m, MinSegmentSize: 4 << 10, MaxSegmentSize: 4 << 10, LargeAppendBytes: 4 << 10,
-		CheckpointInterval: time.Hour}
+	opts := byRefOpts(m)
 	e := openTest(t, dir, opts)
 	e.Create(ctx, "gone", CreateOptions{ContentType: "text/plain"})
 	e.Create(ctx, "kept", CreateOptions{ContentType: "text/plain", Data: []byte("k")})

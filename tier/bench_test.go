@@ -148,15 +148,7 @@ func BenchmarkTierCatchup(b *testing.B) {
 		b.SetBytes(size[paths[0]])
 		for i := range b.N {
 			p := paths[i%len(paths)]
-			resp, err := hc.Get(hs.URL + "/v1/stream/" + p + "?offset=-1")
-			if err != nil {
-				b.Fatal(err)
-			}
-			n, err := io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
-			if err != nil || resp.StatusCode != 200 || n != size[p] {
-				b.Fatalf("catch-up of %s: %d, %d of %d bytes, %v", p, resp.StatusCode, n, size[p], err)
-			}
+			catchUp(b, hc, hs.URL, p, size[p])
 		}
 	})
 	b.Run("s3-range-get-1MiB", func(b *testing.B) {
@@ -195,6 +187,19 @@ func BenchmarkTierCatchup(b *testing.B) {
 			}
 		}
 	})
+}
+
+// catchUp reads a whole stream with one catch-up GET and checks its size.
+func catchUp(b *testing.B, hc *http.Client, base, path string, size int64) {
+	resp, err := hc.Get(base + "/v1/stream/" + path + "?offset=-1")
+	if err != nil {
+		b.Fatal(err)
+	}
+	n, err := io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || n != size {
+		b.Fatalf("catch-up of %s: %d, %d of %d bytes, %v", path, resp.StatusCode, n, size, err)
+	}
 }
 
 // BenchmarkTierAppend: 1 KiB appends from 32 goroutines to 64 streams,
@@ -364,17 +369,6 @@ func BenchmarkTierRecache(b *testing.B) {
 	})
 	eng.Checkpoint()
 	hc := &http.Client{Transport: &http.Transport{DisableCompression: true}}
-	read := func(b *testing.B, url string) {
-		resp, err := hc.Get(url + "/v1/stream/hot?offset=-1")
-		if err != nil {
-			b.Fatal(err)
-		}
-		n, err := io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if err != nil || resp.StatusCode != 200 || n != size {
-			b.Fatalf("catch-up: %d, %d of %d bytes, %v", resp.StatusCode, n, size, err)
-		}
-	}
 	serve := func() *httptest.Server {
 		srv, err := server.New(eng, server.Config{})
 		if err != nil {
@@ -389,7 +383,7 @@ func BenchmarkTierRecache(b *testing.B) {
 			open() // an empty read cache
 			hs := serve()
 			b.StartTimer()
-			read(b, hs.URL)
+			catchUp(b, hc, hs.URL, "hot", size)
 			b.StopTimer()
 			hs.Close()
 			b.StartTimer()
@@ -398,12 +392,12 @@ func BenchmarkTierRecache(b *testing.B) {
 	b.Run("cached", func(b *testing.B) {
 		hs := serve()
 		defer hs.Close()
-		read(b, hs.URL) // fills the cache
+		catchUp(b, hc, hs.URL, "hot", size) // fills the cache
 		remote := tr.Stats().RemoteReads
 		b.SetBytes(size)
 		b.ResetTimer()
 		for range b.N {
-			read(b, hs.URL)
+			catchUp(b, hc, hs.URL, "hot", size)
 		}
 		b.StopTimer()
 		if st := tr.Stats(); st.RemoteReads != remote {

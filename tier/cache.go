@@ -1,8 +1,6 @@
 package tier
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -39,7 +37,6 @@ type blockCache struct {
 	seq    int64 // file names
 
 	hits, fills atomic.Int64
-	held        atomic.Int64 // bytes, for Stats
 }
 
 type blockID struct {
@@ -67,7 +64,7 @@ func newBlockCache(dir string, limit int64, log *slog.Logger) (*blockCache, erro
 		return nil, fmt.Errorf("tier: read cache: %w", err)
 	}
 	for _, e := range ents {
-		if strings.HasSuffix(e.Name(), ".blk") || strings.HasSuffix(e.Name(), ".blk.tmp") {
+		if strings.HasSuffix(e.Name(), ".blk") {
 			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil {
 				return nil, fmt.Errorf("tier: read cache: %w", err)
 			}
@@ -99,12 +96,11 @@ func (c *blockCache) read(key string, off, n int64) []byte {
 		return nil
 	}
 	type part struct {
-		id   blockID
-		file string
-		at   int64 // offset in the block
-		dst  []byte
+		id       blockID
+		file     string
+		at       int64 // offset in the block
+		from, to int64 // of the bytes asked for
 	}
-	out := make([]byte, n)
 	var parts []part
 	c.mu.Lock()
 	c.clock++
@@ -112,19 +108,19 @@ func (c *blockCache) read(key string, off, n int64) []byte {
 		idx := pos / cacheBlockBytes
 		id := blockID{key, idx}
 		b := c.blocks[id]
-		at := pos - idx*cacheBlockBytes
 		end := min(off+n, idx*cacheBlockBytes+cacheBlockBytes)
 		if b == nil || end-idx*cacheBlockBytes > b.n {
 			c.mu.Unlock()
 			return nil
 		}
 		b.used = c.clock
-		parts = append(parts, part{id, b.file, at, out[pos-off : end-off]})
+		parts = append(parts, part{id, b.file, pos - idx*cacheBlockBytes, pos - off, end - off})
 		pos = end
 	}
 	c.mu.Unlock()
+	out := make([]byte, n)
 	for _, p := range parts {
-		if err := readFileAt(p.file, p.dst, p.at); err != nil {
+		if err := readFileAt(p.file, out[p.from:p.to], p.at); err != nil {
 			// Not there: dropped since (file names are never reused).
 			if !errors.Is(err, fs.ErrNotExist) {
 				c.log.Warn("tier: read cache: a cached block is unreadable; fetching it again", "key", p.id.key, "err", err)
@@ -153,28 +149,27 @@ func readFileAt(name string, p []byte, off int64) error {
 // put keeps b as block idx of key, dropping the least recently used blocks
 // past the limit. A failure to write only means the block is not cached.
 func (c *blockCache) put(key string, idx int64, b []byte) {
-	if c == nil || int64(len(b)) > c.limit || c.has(key, idx) {
+	if c == nil || int64(len(b)) > c.limit {
 		return
 	}
-	c.mu.Lock()
-	c.seq++
-	h := sha256.Sum256([]byte(key))
-	file := filepath.Join(c.dir, hex.EncodeToString(h[:8])+"-"+strconv.FormatInt(idx, 10)+"-"+strconv.FormatInt(c.seq, 10)+".blk")
-	c.mu.Unlock()
-	// Written whole under a temporary name: a block file is never seen
-	// half written. (No sync: a crash empties the cache anyway.)
-	if err := os.WriteFile(file+".tmp", b, 0o600); err != nil {
-		c.log.Warn("tier: read cache: cannot keep a block", "key", key, "err", err)
-		os.Remove(file + ".tmp")
-		return
-	}
-	if err := os.Rename(file+".tmp", file); err != nil {
-		c.log.Warn("tier: read cache: cannot keep a block", "key", key, "err", err)
-		os.Remove(file + ".tmp")
-		return
-	}
-	c.mu.Lock()
 	id := blockID{key, idx}
+	c.mu.Lock()
+	if c.blocks[id] != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.seq++
+	file := filepath.Join(c.dir, strconv.FormatInt(c.seq, 10)+".blk")
+	c.mu.Unlock()
+	// No reader opens the file before it is in c.blocks, below; a crash
+	// leaves at most a short file that the next start deletes. (No sync:
+	// a start empties the cache anyway.)
+	if err := os.WriteFile(file, b, 0o600); err != nil {
+		c.log.Warn("tier: read cache: cannot keep a block", "key", key, "err", err)
+		os.Remove(file)
+		return
+	}
+	c.mu.Lock()
 	if c.blocks[id] != nil { // another reader kept it meanwhile
 		c.mu.Unlock()
 		os.Remove(file)
@@ -187,10 +182,16 @@ func (c *blockCache) put(key string, idx int64, b []byte) {
 	for c.bytes > c.limit {
 		drop = append(drop, c.dropColdest())
 	}
-	c.held.Store(c.bytes)
 	c.mu.Unlock()
 	c.fills.Add(1)
 	removeFiles(drop)
+}
+
+// held is the bytes of the blocks kept.
+func (c *blockCache) held() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.bytes
 }
 
 // dropColdest forgets the least recently used block and returns its file.
@@ -218,7 +219,6 @@ func (c *blockCache) forget(id blockID, file string) {
 	if b != nil {
 		delete(c.blocks, id)
 		c.bytes -= b.n
-		c.held.Store(c.bytes)
 	}
 	c.mu.Unlock()
 	if b != nil {
@@ -245,7 +245,6 @@ func (c *blockCache) dropKeys(prefix string, keys []string) {
 			drop = append(drop, b.file)
 		}
 	}
-	c.held.Store(c.bytes)
 	c.mu.Unlock()
 	removeFiles(drop)
 }

@@ -46,7 +46,7 @@ func (t *Tier) Stats() Stats {
 		RemoteErrors: s.readErrors.Load(), StreamsDeleted: s.streamsDeleted.Load(),
 		ObjectsDeleted: s.objectsDeleted.Load(), LocalBytes: s.localBytes.Load()}
 	if c := t.cache; c != nil {
-		st.CacheHits, st.CacheFills, st.CacheBytes = c.hits.Load(), c.fills.Load(), c.held.Load()
+		st.CacheHits, st.CacheFills, st.CacheBytes = c.hits.Load(), c.fills.Load(), c.held()
 	}
 	return st
 }
