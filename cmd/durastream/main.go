@@ -1,10 +1,12 @@
 // Command durastream is the Durable Streams server.
 //
-//	durastream [serve] [flags]   run the server (the default)
-//	durastream bench [flags]     the load generator, against any server URL
-//	durastream null-server       the HTTP stack acknowledging without storing
-//	durastream version           print the version
-//	durastream help              usage
+//	durastream [serve] [flags]        run the server (the default)
+//	durastream token [flags]          mint an HS256 access token
+//	durastream sign-url [flags]       the query of a pre-signed read URL
+//	durastream bench [flags]          the load generator, against any server URL
+//	durastream null-server [flags]    the HTTP stack acknowledging without storing
+//	durastream version                print the version
+//	durastream help                   usage
 //
 // Every flag can also be set with an environment variable: DURASTREAM_ and
 // the flag name in upper case with dashes as underscores, e.g.
@@ -64,7 +66,10 @@ func main() {
 	case "help":
 		fmt.Println("usage: durastream [serve] [flags]  (durastream serve -h lists the flags)\n" +
 			"       durastream token --grant OPS:PATTERN ...   an HS256 token (secret from $DURASTREAM_AUTH_HMAC_SECRET)\n" +
-			"       durastream sign-url --path STREAM          a signed read URL's query")
+			"       durastream sign-url --path STREAM          a signed read URL's query\n" +
+			"       durastream bench -url URL [flags]          the load generator, against any server\n" +
+			"       durastream null-server [flags]             an HTTP stack that acknowledges without storing\n" +
+			"       durastream version                         print the version")
 	default:
 		err = fmt.Errorf("unknown command %q (want serve, token, sign-url, bench, null-server, version or help)", cmd)
 	}
