@@ -202,13 +202,87 @@ func TestAppendCtxAbandoned(t *testing.T) {
 	}
 }
 
-// slowSyncFS delays every fdatasync by delay nanoseconds.
+// A Create or Delete whose ctx ends while its record is being synced
+// returns ctx.Err(); the record was committed, so the operation still
+// takes effect (the documented "outcome unknown"), and a reopen agrees.
+func TestCreateDeleteCtxAbandoned(t *testing.T) {
+	dir := t.TempDir()
+	slow := &slowSyncFS{FS: vfs.OS, syncing: make(chan struct{}, 1)}
+	e := openTest(t, dir, &Options{FS: slow, CheckpointInterval: 1 << 40})
+	abandon := func(op func(ctx context.Context) error) error {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		slow.delay.Store(int64(200 * time.Millisecond))
+		defer slow.delay.Store(0)
+		for len(slow.syncing) > 0 {
+			<-slow.syncing
+		}
+		go func() { <-slow.syncing; cancel() }() // the record is committed and being synced
+		return op(ctx)
+	}
+	err := abandon(func(ctx context.Context) error {
+		_, _, err := e.Create(ctx, "a", CreateOptions{Data: []byte("created")})
+		return err
+	})
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("create with its ctx ended during the sync: %v", err)
+	}
+	// It becomes visible once its record is durable, in the background.
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, err := e.Head("a"); err == nil {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("the abandoned create did not take effect: %v", err)
+		}
+	}
+	if got := readAll(t, e, "a"); got != "created" {
+		t.Fatalf("the abandoned create: %q", got)
+	}
+	mustCreate(t, e, "b", CreateOptions{Data: []byte("deleted")})
+	if err := abandon(func(ctx context.Context) error { return e.Delete(ctx, "b") }); !errors.Is(err, context.Canceled) {
+		t.Fatalf("delete with its ctx ended during the sync: %v", err)
+	}
+	if _, err := e.Head("b"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("after the abandoned delete: %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, _, err := e.Create(ctx, "c", CreateOptions{}); !errors.Is(err, context.Canceled) {
+		t.Fatalf("create with a ctx already done: %v", err)
+	}
+	if err := e.Delete(ctx, "a"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("delete with a ctx already done: %v", err)
+	}
+	if err := e.Close(); err != nil {
+		t.Fatal(err)
+	}
+	e2 := openTest(t, dir, nil)
+	defer e2.Close()
+	if got := readAll(t, e2, "a"); got != "created" {
+		t.Fatalf("after reopen: a = %q", got)
+	}
+	for _, p := range []string{"b", "c"} {
+		if _, err := e2.Head(p); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("after reopen: %s: %v", p, err)
+		}
+	}
+}
+
+// slowSyncFS delays every fdatasync by delay nanoseconds, and tells
+// syncing (when set) that a sync began.
 type slowSyncFS struct {
 	vfs.FS
-	delay atomic.Int64
+	delay   atomic.Int64
+	syncing chan struct{}
 }
 
 func (f *slowSyncFS) Fdatasync(file *os.File) error {
+	if f.syncing != nil {
+		select {
+		case f.syncing <- struct{}{}:
+		default:
+		}
+	}
 	time.Sleep(time.Duration(f.delay.Load()))
 	return f.FS.Fdatasync(file)
 }
