@@ -184,3 +184,32 @@ func TestWholeCatchUpDeletedMidResponseAborts(t *testing.T) {
 		t.Fatal("the bytes sent before the abort are not the stream's")
 	}
 }
+
+// Whole catch-up reads have no cap, but long-polls keep bounded chunks: a
+// long-poll from the start of a large stream answers at most LiveChunkBytes,
+// and following Stream-Next-Offset gives the stream exactly.
+func TestLongPollChunksStayBounded(t *testing.T) {
+	t.Parallel()
+	h := newHarnessWith(t, engine.DurabilityMemory, wholeConfig())
+	data := randBytes(300<<10+17, 9)
+	h.create("lp", "application/octet-stream", data)
+	var got []byte
+	for off, n := "-1", 0; ; n++ {
+		r := h.do("GET", "lp?live=long-poll&offset="+off, nil)
+		want(t, r, 200, "long-poll at "+off)
+		if int64(len(r.body)) > testConfig().LiveChunkBytes {
+			t.Fatalf("long-poll at %s: %d bytes, more than the live chunk (%d)", off, len(r.body), testConfig().LiveChunkBytes)
+		}
+		got = append(got, r.body...)
+		off = r.get("Stream-Next-Offset")
+		if r.get("Stream-Up-To-Date") == "true" {
+			break
+		}
+		if n > 100 {
+			t.Fatal("long-poll never up to date")
+		}
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatalf("long-polls gave %d bytes, want the %d written", len(got), len(data))
+	}
+}
