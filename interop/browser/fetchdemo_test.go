@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -119,6 +120,9 @@ func (s *syncBuffer) String() string {
 // upstream is called once.
 func TestTabClosedMidAnswer(t *testing.T) {
 	if chromiumPath == "" {
+		if os.Getenv("CI") != "" || os.Getenv("DURASTREAM_REQUIRE_BROWSER") == "1" {
+			t.Fatalf("no browser in CI (CI or DURASTREAM_REQUIRE_BROWSER set): %s", skipReason)
+		}
 		t.Skip(skipReason)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
