@@ -19,13 +19,44 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 )
 
+// tokenUpstream is an upstream that answers every request with an SSE
+// token stream: plan gives the number of tokens for a request path and the
+// pause after each; the stream ends early when the request is cancelled.
+func tokenUpstream(plan func(path string) (n int, every time.Duration)) *httptest.Server {
+	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n, every := plan(r.URL.Path)
+		w.Header().Set("Content-Type", "text/event-stream")
+		for i := range n {
+			fmt.Fprintf(w, "data:  token %d\n\n", i)
+			w.(http.Flusher).Flush()
+			select {
+			case <-time.After(every):
+			case <-r.Context().Done():
+				return
+			}
+		}
+	}))
+}
+
+// fetchDoorFlags are serve flags that put the durablefetch API on a free
+// loopback port (allowing loopback upstreams); door is its URL.
+func fetchDoorFlags(t testing.TB) (flags []string, door string) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return []string{"--fetch-addr", addr, "--proxy-allow", "http://127.0.0.1:*/**"}, "http://" + addr
+}
+
+// tokens is what tokenUpstream sends for n tokens.
 func tokens(n int) []byte {
 	var b bytes.Buffer
 	for i := range n {
@@ -43,40 +74,23 @@ func TestFetchSurvivesSIGKILL(t *testing.T) {
 		t.Fatal(err)
 	}
 	var calls atomic.Int64
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	up := tokenUpstream(func(path string) (int, time.Duration) {
 		calls.Add(1)
-		n, every := 20, time.Duration(0)
-		if r.URL.Path == "/slow" {
-			n, every = 2000, 10*time.Millisecond
+		if path == "/slow" {
+			return 2000, 10 * time.Millisecond
 		}
-		w.Header().Set("Content-Type", "text/event-stream")
-		for i := range n {
-			fmt.Fprintf(w, "data:  token %d\n\n", i)
-			w.(http.Flusher).Flush()
-			select {
-			case <-time.After(every):
-			case <-r.Context().Done():
-				return
-			}
-		}
-	}))
+		return 20, 0
+	})
 	defer up.Close()
 	upHost := strings.TrimPrefix(up.URL, "http://")
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	flags := []string{"--fetch-addr", "127.0.0.1:" + strconv.Itoa(port), "--proxy-allow", "http://127.0.0.1:*/**"}
+	flags, door := fetchDoorFlags(t)
 	data := filepath.Join(t.TempDir(), "data")
 	srv, _, err := startServer(bin, data, flags...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { srv.kill() }()
-	door := "http://127.0.0.1:" + strconv.Itoa(port)
 	hc := &http.Client{Timeout: 20 * time.Second, Transport: &http.Transport{DisableCompression: true}}
 
 	// A fetch that completes before the kill.

@@ -2,7 +2,7 @@ package server_test
 
 // Durable fetch benchmarks (figures in BENCHMARKS.md):
 //
-//	go test ./server -run '^$' -bench 'Fetch' -benchtime 200x   # time to first byte
+//	go test ./server -run '^$' -bench 'FetchFirstByte' -benchtime 200x   # time to first byte
 //	go test ./server -run '^$' -bench 'FetchFanout|FetchConcurrent' -benchtime 1x
 //
 // The engine runs in sync mode on a temporary directory; upstreams and the
@@ -52,8 +52,9 @@ func benchUpstream(b *testing.B, n int, every time.Duration) *httptest.Server {
 	return ts
 }
 
-// benchDoor is a durablefetch front door over a sync engine.
-func benchDoor(b *testing.B) (*httptest.Server, *fetch.Manager) {
+// benchManager is a fetch manager over a sync engine, allowing loopback
+// upstreams; both close when b ends (after the cleanups registered later).
+func benchManager(b *testing.B) (*engine.Engine, *fetch.Manager) {
 	eng, err := engine.Open(b.TempDir(), nil)
 	if err != nil {
 		b.Fatal(err)
@@ -63,15 +64,40 @@ func benchDoor(b *testing.B) (*httptest.Server, *fetch.Manager) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	b.Cleanup(func() {
+		mgr.Close()
+		eng.Close()
+	})
+	return eng, mgr
+}
+
+// benchDoor is a durablefetch front door over a sync engine.
+func benchDoor(b *testing.B) (*httptest.Server, *fetch.Manager) {
+	eng, mgr := benchManager(b)
 	df := server.NewDurableFetch(mgr, eng, server.DurableFetchConfig{})
 	ts := httptest.NewServer(df)
 	b.Cleanup(func() {
 		ts.Close()
 		df.Shutdown()
-		mgr.Close()
-		eng.Close()
 	})
 	return ts, mgr
+}
+
+// benchProxy is the proxy protocol's front door (/v1/proxy) over a sync
+// engine; it returns the server and its service secret.
+func benchProxy(b *testing.B) (*httptest.Server, string) {
+	const secret = "bench-proxy-secret-0123456789"
+	eng, mgr := benchManager(b)
+	srv, err := server.New(eng, server.Config{Proxy: server.ProxyConfig{Manager: mgr, Secret: secret}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ts := httptest.NewServer(srv)
+	b.Cleanup(func() {
+		ts.Close()
+		srv.Shutdown()
+	})
+	return ts, secret
 }
 
 func benchClient(conns int) *http.Client {
@@ -80,7 +106,12 @@ func benchClient(conns int) *http.Client {
 
 // firstByte GETs url and returns the time to the first body byte.
 func firstByte(b *testing.B, hc *http.Client, url string) time.Duration {
-	start := time.Now()
+	return firstByteSince(b, hc, url, time.Now())
+}
+
+// firstByteSince GETs url and returns the time from start to the first
+// body byte.
+func firstByteSince(b *testing.B, hc *http.Client, url string, start time.Time) time.Duration {
 	resp, err := hc.Get(url)
 	if err != nil {
 		b.Fatal(err)
@@ -127,6 +158,37 @@ func BenchmarkFetchFirstByte(b *testing.B) {
 		ds := make([]time.Duration, 0, b.N)
 		for i := range b.N {
 			ds = append(ds, firstByte(b, hc, door.URL+"/"+host+"/x?id="+strconv.Itoa(i)))
+		}
+		reportPercentiles(b, "ttfb", ds)
+	})
+	// The proxy protocol: POST /v1/proxy (upstream call, two stream
+	// creates, each durable), 201 with the pre-signed Location, then a
+	// long-poll read of it from the start, answered by the first durable
+	// append. Timed from the POST to the first body byte.
+	b.Run("proxy", func(b *testing.B) {
+		px, secret := benchProxy(b)
+		hc := benchClient(4)
+		ds := make([]time.Duration, 0, b.N)
+		for i := range b.N {
+			start := time.Now()
+			req, _ := http.NewRequest("POST", px.URL+"/v1/proxy", nil)
+			req.Header.Set("Authorization", "Bearer "+secret)
+			req.Header.Set("Upstream-URL", up.URL+"/x?id="+strconv.Itoa(i))
+			req.Header.Set("Upstream-Method", "GET")
+			resp, err := hc.Do(req)
+			if err != nil {
+				b.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			loc := resp.Header.Get("Location")
+			if resp.StatusCode != 201 || loc == "" {
+				b.Fatalf("proxy create: %d, Location %q", resp.StatusCode, loc)
+			}
+			if !strings.HasPrefix(loc, "http") {
+				loc = px.URL + loc
+			}
+			ds = append(ds, firstByteSince(b, hc, loc+"&offset=-1&live=long-poll", start))
 		}
 		reportPercentiles(b, "ttfb", ds)
 	})
