@@ -227,6 +227,10 @@ func (e *Engine) Err() error {
 	return nil
 }
 
+// Now is the engine's clock (Options.Clock), by which TTLs run out: a
+// caller that paces its own renewals of a stream uses it too.
+func (e *Engine) Now() time.Time { return e.clock() }
+
 // Stats are counters for metrics.
 type Stats struct {
 	Streams        int64

@@ -28,8 +28,9 @@ type Config struct {
 	// "__ds/fetch" (the stream API refuses __ds paths, so clients cannot
 	// write to them).
 	Namespace string
-	// TTL is the sliding time-to-live of a stored fetch (reads renew it).
-	// Default 6 h.
+	// TTL is the sliding time-to-live of a stored fetch: a lookup (Get,
+	// ByKey, a joining Start), a reader of its body that calls Renewer and
+	// its upstream still sending renew it. Default 6 h.
 	TTL time.Duration
 	// MaxResponseBytes cuts a response body (outcome TooLarge). Default 100 MB.
 	MaxResponseBytes int64
@@ -247,7 +248,7 @@ func (m *Manager) recover() error {
 			if herr != nil {
 				n = 0
 			}
-			m.log.Warn("fetch interrupted by a restart", "id", id, "url", st.URL, "bytes", n)
+			m.log.Warn("fetch interrupted by a restart", "id", id, "url", RedactURL(st.URL), "bytes", n)
 			if err := m.writeEnd(ctx, id, endRecord{End: Interrupted, Bytes: n, At: time.Now().UTC(),
 				Error: "the server stopped while the upstream response was being stored"}); err != nil {
 				return fmt.Errorf("fetch: mark %s interrupted: %w", id, err)
@@ -390,7 +391,12 @@ func (m *Manager) start(ctx context.Context, r Request) (*Fetch, bool, error) {
 		if errors.Is(cause, errHeaderTimeout) {
 			return nil, false, ErrTimeout
 		}
-		m.log.Info("upstream request failed", "url", r.URL.Redacted(), "err", a.err)
+		logErr := a.err
+		var ue *url.Error
+		if errors.As(logErr, &ue) {
+			logErr = ue.Err // its message repeats the whole URL
+		}
+		m.log.Info("upstream request failed", "url", RedactURL(r.URL.String()), "err", logErr)
 		return nil, false, upstreamErr(a.err)
 	}
 	resp := a.resp
@@ -461,7 +467,20 @@ func upstreamErr(err error) error {
 	return ErrUpstream
 }
 
-// store creates a fetch's streams for a 2xx answer.
+// RedactURL is an upstream URL as logged: scheme, host and path, without
+// the query (a durablefetch key's query is often the unguessable part that
+// acts as a bearer secret), userinfo or fragment; "" if it does not parse.
+func RedactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return ""
+	}
+	return (&url.URL{Scheme: u.Scheme, Host: u.Host, Path: u.Path, RawPath: u.RawPath}).String()
+}
+
+// store creates a fetch's streams for a 2xx answer. Its id is known to
+// nobody until it returns, so no lookup sees a record before its body
+// exists (Get would take it for one whose body is gone).
 func (m *Manager) store(r Request, resp *http.Response) (*Fetch, error) {
 	id := uuid.NewString()
 	f := &Fetch{ID: id, Key: r.Key, Body: m.bodyPath(id), Meta: m.metaPath(id), URL: r.URL.String(),
@@ -531,16 +550,66 @@ func (m *Manager) closeBody(ctx context.Context, id string) {
 	}
 }
 
-// Get returns a stored fetch by id.
+// renew renews a fetch's record and body together: an engine read counts
+// as an access for a stream's sliding TTL, and one of no bytes is enough.
+// A stream that is gone is left to the next Get.
+func (m *Manager) renew(id string) {
+	for _, p := range []string{m.metaPath(id), m.bodyPath(id)} {
+		m.touch(p)
+	}
+}
+
+// touch renews one stream.
+func (m *Manager) touch(path string) error {
+	c, err := m.eng.Read(path, engine.ReadFrom{Kind: engine.FromNow}, engine.ReadOptions{})
+	if err != nil {
+		return err
+	}
+	c.Release()
+	return nil
+}
+
+// Renewer returns a func that renews a fetch's record and body together,
+// at most once every TTL/8 by the engine's clock. A goroutine that writes
+// or reads the body for long calls it as it goes: an append or a read
+// renews only the body, and the record must not expire under it. Not for
+// concurrent use.
+func (m *Manager) Renewer(id string) func() {
+	every := m.cfg.TTL / 8
+	next := m.eng.Now().Add(every)
+	return func() {
+		if now := m.eng.Now(); !now.Before(next) {
+			next = now.Add(every)
+			m.renew(id)
+		}
+	}
+}
+
+func isGone(err error) bool {
+	return errors.Is(err, engine.ErrNotFound) || errors.Is(err, engine.ErrGone)
+}
+
+// Get returns a stored fetch by id and renews its record and body.
 func (m *Manager) Get(id string) (*Fetch, error) {
 	if _, err := uuid.Parse(id); err != nil || strings.ToLower(id) != id {
 		return nil, ErrNotFound
 	}
-	st, end, err := m.readMeta(id)
-	if errors.Is(err, engine.ErrNotFound) || errors.Is(err, engine.ErrGone) {
+	st, end, err := m.readMeta(id) // renews the record
+	if isGone(err) {
 		return nil, ErrNotFound
 	}
 	if err != nil {
+		return nil, err
+	}
+	if err := m.touch(m.bodyPath(id)); isGone(err) {
+		// A record whose body is gone (deleted, or expired under a version
+		// that renewed the record alone): nothing to serve, and its key is
+		// free for a new upstream call.
+		if err := m.eng.Delete(context.Background(), m.metaPath(id)); err != nil && !isGone(err) {
+			m.log.Warn("delete the record of a fetch without a body", "id", id, "err", err)
+		}
+		return nil, ErrNotFound
+	} else if err != nil {
 		return nil, err
 	}
 	f := &Fetch{ID: id, Key: st.Key, Body: m.bodyPath(id), Meta: m.metaPath(id), URL: st.URL, Method: st.Method,

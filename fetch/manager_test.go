@@ -445,3 +445,16 @@ func TestStartRacingDelete(t *testing.T) {
 		t.Fatalf("upstream calls %d, want 2", up.calls.Load())
 	}
 }
+
+func TestFetchRedactURL(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://api.example.com/v1/chat?id=s3cret#frag": "https://api.example.com/v1/chat",
+		"http://user:pass@127.0.0.1:8080/a%2Fb?":         "http://127.0.0.1:8080/a%2Fb",
+		"https://example.com":                            "https://example.com",
+		"http://[::1/x":                                  "",
+	} {
+		if got := RedactURL(in); got != want {
+			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

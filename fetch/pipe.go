@@ -42,6 +42,8 @@ func (m *Manager) pipe(ctx context.Context, f *Fetch, body io.ReadCloser, ru *ru
 		}
 	}()
 
+	// Appends renew the body; the record is renewed with it.
+	renew := m.Renewer(f.ID)
 	var (
 		batch    = make([]byte, 0, m.cfg.BatchBytes+32<<10)
 		total    int64
@@ -60,6 +62,7 @@ func (m *Manager) pipe(ctx context.Context, f *Fetch, body io.ReadCloser, ru *ru
 		} else {
 			ru.bytes.Add(int64(len(batch)))
 			ru.chunks.Add(1)
+			renew()
 		}
 		batch = batch[:0]
 	}

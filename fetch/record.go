@@ -20,6 +20,11 @@ import (
 // recovery cover them. The end record is written before the body is
 // closed: a reader that sees the body closed finds the outcome; a restart
 // that finds a start record without an end marks the fetch interrupted.
+//
+// Both have the manager's sliding TTL and are renewed together: a lookup
+// renews both, and whoever appends to or reads the body alone renews the
+// record as it goes (Manager.Renewer), so that neither expires while the
+// other is in use.
 
 // Outcome is how a fetch ended.
 type Outcome string

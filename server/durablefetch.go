@@ -330,17 +330,17 @@ func (d *DurableFetch) startError(w http.ResponseWriter, r *http.Request, key st
 		// gateway error here, as durablefetch has no error envelope.
 		dfError(w, r, http.StatusBadGateway, err.Error())
 	case errors.Is(err, fetch.ErrTimeout):
-		d.log.Info("durablefetch: upstream timeout", "url", key)
+		d.log.Info("durablefetch: upstream timeout", "url", fetch.RedactURL(key))
 		dfError(w, r, http.StatusGatewayTimeout, err.Error())
 	case errors.Is(err, fetch.ErrBusy), errors.Is(err, fetch.ErrClosed):
 		dfError(w, r, http.StatusServiceUnavailable, err.Error())
 	case errors.Is(err, fetch.ErrUpstream):
-		d.log.Info("durablefetch: upstream failed", "url", key, "err", err)
+		d.log.Info("durablefetch: upstream failed", "url", fetch.RedactURL(key), "err", err)
 		dfError(w, r, http.StatusBadGateway, err.Error())
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		// The caller left before the upstream answered; the fetch goes on.
 	default:
-		d.log.Error("durablefetch: start", "url", key, "err", err)
+		d.log.Error("durablefetch: start", "url", fetch.RedactURL(key), "err", err)
 		dfError(w, r, http.StatusInternalServerError, "internal error")
 	}
 }
@@ -386,7 +386,7 @@ func (d *DurableFetch) handleFetch(w http.ResponseWriter, r *http.Request, targe
 			return
 		}
 	} else if err != nil {
-		d.log.Error("durablefetch: look up fetch", "url", key, "err", err)
+		d.log.Error("durablefetch: look up fetch", "url", fetch.RedactURL(key), "err", err)
 		dfError(w, r, http.StatusInternalServerError, "internal error")
 		return
 	}
@@ -447,7 +447,8 @@ func isTimeout(err error) bool {
 // ended and its record says how: complete ends the body normally; any
 // other outcome cuts the response (panic(http.ErrAbortHandler) after
 // flushing what was stored), so that no client mistakes it for a whole
-// response.
+// response. The reads renew only the body, so the record is renewed as
+// they go: a response may take longer than the TTL.
 func (d *DurableFetch) serveBody(w http.ResponseWriter, r *http.Request, f *fetch.Fetch, from int64) {
 	if from > 0 {
 		// Nobody can have received a byte not yet stored. (The stream's
@@ -496,6 +497,7 @@ func (d *DurableFetch) serveBody(w http.ResponseWriter, r *http.Request, f *fetc
 	rc.Flush()
 	off := engine.Offset(from)
 	var streamID uint64
+	renew := d.mgr.Renewer(f.ID)
 	for {
 		c, err := d.eng.Read(f.Body, engine.At(off), engine.ReadOptions{MaxBytes: d.cfg.ReadChunkBytes, Continues: streamID})
 		if err != nil {
@@ -507,6 +509,7 @@ func (d *DurableFetch) serveBody(w http.ResponseWriter, r *http.Request, f *fetc
 			d.cut(rc, r, f, err)
 		}
 		streamID = c.StreamID
+		renew()
 		if c.Next > c.Start {
 			if d.cfg.WriteTimeout > 0 {
 				rc.SetWriteDeadline(time.Now().Add(d.cfg.WriteTimeout))
@@ -559,7 +562,7 @@ func (d *DurableFetch) serveBody(w http.ResponseWriter, r *http.Request, f *fetc
 func (d *DurableFetch) cut(rc *http.ResponseController, r *http.Request, f *fetch.Fetch, why error) {
 	rc.Flush()
 	if r.Context().Err() == nil {
-		d.log.Debug("durablefetch: response cut", "id", f.ID, "url", f.URL, "why", why)
+		d.log.Debug("durablefetch: response cut", "id", f.ID, "url", fetch.RedactURL(f.URL), "why", why)
 	}
 	panic(http.ErrAbortHandler)
 }
@@ -653,7 +656,7 @@ func (d *DurableFetch) handleInProgress(w http.ResponseWriter, r *http.Request) 
 		st = inProgressStatus{InProgress: f.Outcome == fetch.Running && d.mgr.Running(f.ID), ActiveConnections: d.mgr.Readers(f.ID),
 			ChunksStored: f.Chunks, Completed: f.Outcome == fetch.Complete}
 	case !errors.Is(err, fetch.ErrNotFound):
-		d.log.Error("durablefetch: in-progress", "url", key, "err", err)
+		d.log.Error("durablefetch: in-progress", "url", fetch.RedactURL(key), "err", err)
 		dfError(w, r, http.StatusInternalServerError, "internal error")
 		return
 	}
@@ -686,7 +689,7 @@ func (d *DurableFetch) handleDelete(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, deleteResult{Success: true, Message: "Storage cleared"})
 	case errors.Is(err, context.Canceled):
 	default:
-		d.log.Error("durablefetch: delete", "url", key, "err", err)
+		d.log.Error("durablefetch: delete", "url", fetch.RedactURL(key), "err", err)
 		dfError(w, r, http.StatusInternalServerError, "internal error")
 	}
 }

@@ -15,6 +15,8 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strconv"
@@ -195,6 +197,9 @@ type dfOptions struct {
 	eng    *engine.Engine
 	fetch  func(*fetch.Config)
 	config func(*server.DurableFetchConfig)
+	// smallBuffers: 64 KiB socket buffers each side, so that a
+	// response the client does not read soon blocks the server.
+	smallBuffers bool
 }
 
 var dfDefaultAllow = []string{"http://127.0.0.1:*/**", "https://127.0.0.1:*/**"}
@@ -242,16 +247,42 @@ func newDFHarness(t *testing.T, o dfOptions) *dfHarness {
 	}
 	h.df = server.NewDurableFetch(h.mgr, h.eng, dcfg)
 	h.ts = httptest.NewUnstartedServer(h.df)
+	if o.smallBuffers {
+		h.ts.Listener = smallBufListener{h.ts.Listener}
+	}
 	if o.tls {
 		h.ts.EnableHTTP2 = true
 		h.ts.StartTLS()
 		h.hc = h.ts.Client()
 	} else {
 		h.ts.Start()
-		h.hc = &http.Client{Transport: &http.Transport{DisableCompression: true}}
+		tr := &http.Transport{DisableCompression: true}
+		if o.smallBuffers {
+			tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+				c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+				if tc, ok := c.(*net.TCPConn); ok {
+					tc.SetReadBuffer(smallBuffer)
+				}
+				return c, err
+			}
+		}
+		h.hc = &http.Client{Transport: tr}
 	}
 	t.Cleanup(h.close)
 	return h
+}
+
+const smallBuffer = 64 << 10
+
+// smallBufListener shrinks the send buffer of the connections it accepts.
+type smallBufListener struct{ net.Listener }
+
+func (l smallBufListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetWriteBuffer(smallBuffer)
+	}
+	return c, err
 }
 
 // close stops the front door and the manager (not the engine).
@@ -667,17 +698,23 @@ func TestDurableFetchInProgress(t *testing.T) {
 	}
 }
 
-// A stored response lives for a sliding TTL since its last use.
-func TestDurableFetchTTL(t *testing.T) {
+// dfClockEngine is an in-memory engine whose clock only advance moves.
+func dfClockEngine(t *testing.T) (*engine.Engine, func(time.Duration)) {
+	t.Helper()
 	var mu sync.Mutex
 	now := time.Now()
 	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
 	eng, err := engine.Open(t.TempDir(), &engine.Options{Durability: engine.DurabilityMemory, Clock: clock})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { eng.Close() })
+	return eng, func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+}
+
+// A stored response lives for a sliding TTL since its last use.
+func TestDurableFetchTTL(t *testing.T) {
+	eng, advance := dfClockEngine(t)
 	up := newDFUpstream(t, false, 3, nil)
 	h := newDFHarness(t, dfOptions{up: up, eng: eng, fetch: func(c *fetch.Config) { c.TTL = time.Hour }})
 	upURL := "http://" + up.hostPath("/ttl")
@@ -698,6 +735,140 @@ func TestDurableFetchTTL(t *testing.T) {
 	dfReadAll(t, h.get(nil, up, "/ttl", http.StatusOK).Body)
 	if c := up.calls.Load(); c != 2 {
 		t.Fatalf("upstream called %d times after expiry, want 2", c)
+	}
+}
+
+// Polling /in-progress for longer than the TTL (the durablefetch worker
+// renews on it too) keeps the body as well as the record: a later GET
+// replays it whole. A record whose body is gone is nothing stored: it is
+// deleted and the next request calls the upstream again.
+func TestDurableFetchTTLInProgressKeepsBody(t *testing.T) {
+	eng, advance := dfClockEngine(t)
+	up := newDFUpstream(t, false, 3, nil)
+	h := newDFHarness(t, dfOptions{up: up, eng: eng, fetch: func(c *fetch.Config) { c.TTL = time.Hour }})
+	upURL := "http://" + up.hostPath("/poll")
+	dfReadAll(t, h.get(nil, up, "/poll", http.StatusOK).Body)
+	h.wantStatus(upURL, false, 0, true)
+	for range 5 {
+		advance(40 * time.Minute)
+		h.wantStatus(upURL, false, 0, true)
+	}
+	if got := dfReadAll(t, h.get(nil, up, "/poll", http.StatusOK).Body); !bytes.Equal(got, dfBody(3)) {
+		t.Fatalf("after 200 minutes of polling: %q", got)
+	}
+	if c := up.calls.Load(); c != 1 {
+		t.Fatalf("upstream called %d times while polled, want 1", c)
+	}
+
+	f, err := h.mgr.ByKey(upURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := eng.Delete(context.Background(), f.Body); err != nil {
+		t.Fatal(err)
+	}
+	h.wantStatus(upURL, false, 0, false)
+	if _, err := eng.Head(f.Meta); !errors.Is(err, engine.ErrNotFound) {
+		t.Fatalf("the record of a fetch without a body: %v, want it deleted", err)
+	}
+	if got := dfReadAll(t, h.get(nil, up, "/poll", http.StatusOK).Body); !bytes.Equal(got, dfBody(3)) {
+		t.Fatalf("refetched: %q", got)
+	}
+	if c := up.calls.Load(); c != 2 {
+		t.Fatalf("upstream called %d times, want 2", c)
+	}
+}
+
+// An upstream that runs for longer than the TTL, followed by a live reader
+// and looked up by nobody, keeps its record: the reader's body ends
+// normally, and the next request replays it without calling the upstream.
+func TestDurableFetchTTLLongUpstream(t *testing.T) {
+	eng, advance := dfClockEngine(t)
+	const events = 6
+	up := newDFUpstream(t, false, events, func(u *dfUpstream) { u.gate = make(chan struct{}) })
+	h := newDFHarness(t, dfOptions{up: up, eng: eng, fetch: func(c *fetch.Config) { c.TTL = time.Hour }})
+	upURL := "http://" + up.hostPath("/long")
+	resp := h.get(nil, up, "/long", http.StatusOK)
+	var got []byte
+	for i := range events { // 120 minutes, an event every 20
+		advance(20 * time.Minute)
+		up.release(t, 1)
+		got = append(got, dfReadN(t, resp.Body, len(dfEvent(i)))...)
+	}
+	if got = append(got, dfReadAll(t, resp.Body)...); !bytes.Equal(got, dfBody(events)) {
+		t.Fatalf("live reader: %q", got)
+	}
+	h.wantStatus(upURL, false, 0, true)
+	if got := dfReadAll(t, h.get(nil, up, "/long", http.StatusOK).Body); !bytes.Equal(got, dfBody(events)) {
+		t.Fatalf("replay: %q", got)
+	}
+	if c := up.calls.Load(); c != 1 {
+		t.Fatalf("upstream called %d times, want 1", c)
+	}
+}
+
+// A response that takes longer than the TTL to send (its client reads
+// slowly) keeps the fetch's record as well as its body: the next request
+// replays the stored body and does not call the upstream again.
+func TestDurableFetchTTLSlowReader(t *testing.T) {
+	eng, advance := dfClockEngine(t)
+	const size = 2 << 20
+	big := &dfUpstream{}
+	big.ts = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		big.calls.Add(1)
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Write(bytes.Repeat([]byte("x"), size))
+	}))
+	t.Cleanup(big.ts.Close)
+	h := newDFHarness(t, dfOptions{up: big, eng: eng, smallBuffers: true,
+		fetch:  func(c *fetch.Config) { c.TTL = time.Hour },
+		config: func(c *server.DurableFetchConfig) { c.ReadChunkBytes = 16 << 10 }})
+	upURL := "http://" + big.hostPath("/big")
+	dfReadAll(t, h.get(nil, big, "/big", http.StatusOK).Body)
+	h.wantStatus(upURL, false, 0, true)
+
+	// The server sends a few hundred KiB ahead of the client (small socket
+	// buffers): it reads the body as the client reads.
+	resp := h.get(nil, big, "/big", http.StatusOK)
+	dfReadN(t, resp.Body, 1)
+	advance(40 * time.Minute)
+	dfReadN(t, resp.Body, size/2)
+	advance(40 * time.Minute) // 80 minutes since the request
+	if n := len(dfReadAll(t, resp.Body)); n != size/2-1 {
+		t.Fatalf("slow reader: the last %d bytes, want %d", n, size/2-1)
+	}
+	if n := len(dfReadAll(t, h.get(nil, big, "/big", http.StatusOK).Body)); n != size {
+		t.Fatalf("replay: %d bytes, want %d", n, size)
+	}
+	if c := big.calls.Load(); c != 1 {
+		t.Fatalf("upstream called %d times, want 1", c)
+	}
+}
+
+// Logged upstream URLs carry no query (a durablefetch key's query is often
+// the secret that names the fetch) and no userinfo.
+func TestDurableFetchLogsNoQuery(t *testing.T) {
+	logs := &syncBuffer{}
+	logger := slog.New(slog.NewTextHandler(logs, nil))
+	h := newDFHarness(t, dfOptions{fetch: func(c *fetch.Config) { c.Logger = logger },
+		config: func(c *server.DurableFetchConfig) { c.Logger = logger }})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // an allowed upstream that refuses connections
+	resp := h.do(nil, http.MethodGet, h.ts.URL+"/"+addr+"/chat?key=s3cret-key", nil, nil)
+	dfReadAll(t, resp.Body)
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("status %d, want 502", resp.StatusCode)
+	}
+	out := logs.String()
+	if !strings.Contains(out, "upstream failed") || !strings.Contains(out, "http://"+addr+"/chat") {
+		t.Fatalf("logs name no upstream URL:\n%s", out)
+	}
+	if strings.Contains(out, "s3cret") || strings.Contains(out, "key=") {
+		t.Fatalf("logs carry the URL's query:\n%s", out)
 	}
 }
 

@@ -413,7 +413,7 @@ func (s *Server) proxyRead(w http.ResponseWriter, r *http.Request, id string, op
 		return
 	}
 	live, _ := queryParam(r.URL.RawQuery, "live")
-	pw := &proxyWriter{ResponseWriter: w, s: s, f: f, sse: live == "sse"}
+	pw := &proxyWriter{ResponseWriter: w, s: s, f: f, sse: live == "sse", renew: p.mgr.Renewer(id)}
 	defer pw.finish(r)
 	release, ok := s.admitLive(pw, r, live, op)
 	if !ok {
@@ -504,7 +504,8 @@ func (s *Server) proxyDelete(w http.ResponseWriter, r *http.Request, id string) 
 // the stream as application/octet-stream (SSE responses stay
 // text/event-stream) and makes cacheable responses private (they are
 // authenticated); an error (status >= 400) is held back and sent by
-// finish in the JSON envelope, with the same status.
+// finish in the JSON envelope, with the same status. A read renews the
+// fetch's record as it writes (a response may take longer than the TTL).
 type proxyWriter struct {
 	http.ResponseWriter
 	s      *Server
@@ -514,6 +515,7 @@ type proxyWriter struct {
 	status int    // an error status held back, or 0
 	msg    []byte // its plain-text message
 	gone   bool   // deleted under the reader: the body written is dropped
+	renew  func() // fetch.Manager.Renewer, for reads; nil for HEAD
 }
 
 func (w *proxyWriter) WriteHeader(code int) {
@@ -571,6 +573,9 @@ func (w *proxyWriter) Write(b []byte) (int, error) {
 			w.msg = append(w.msg, b[:min(len(b), room)]...)
 		}
 		return len(b), nil
+	}
+	if w.renew != nil {
+		w.renew()
 	}
 	return w.ResponseWriter.Write(b)
 }

@@ -165,6 +165,8 @@ type proxyOpts struct {
 	dir           string            // data directory; default a fresh one
 	durability    engine.Durability // default memory
 	roots         *x509.CertPool    // trusted by the upstream client
+	clock         func() time.Time  // the engine's; default time.Now
+	ttl           time.Duration     // of stored fetches; default the manager's
 }
 
 // proxyHarness is a harness with the proxy protocol on.
@@ -190,7 +192,7 @@ func newProxyHarness(t *testing.T, o proxyOpts) *proxyHarness {
 	if o.durability == "" {
 		o.durability = engine.DurabilityMemory
 	}
-	eng, err := engine.Open(o.dir, &engine.Options{Durability: o.durability})
+	eng, err := engine.Open(o.dir, &engine.Options{Durability: o.durability, Clock: o.clock})
 	if err != nil {
 		t.Fatalf("engine.Open: %v", err)
 	}
@@ -198,7 +200,7 @@ func newProxyHarness(t *testing.T, o proxyOpts) *proxyHarness {
 	if o.roots != nil {
 		tr.TLSClientConfig.RootCAs = o.roots
 	}
-	mgr, err := fetch.New(eng, fetch.Config{Allow: allow, HeaderTimeout: o.headerTimeout, IdleTimeout: o.idleTimeout,
+	mgr, err := fetch.New(eng, fetch.Config{Allow: allow, TTL: o.ttl, HeaderTimeout: o.headerTimeout, IdleTimeout: o.idleTimeout,
 		Client: fetch.NewClient(tr)})
 	if err != nil {
 		t.Fatalf("fetch.New: %v", err)
@@ -989,5 +991,50 @@ func TestProxyReadRacingDelete(t *testing.T) {
 	close(deleted)
 	if r := <-got; r.status != http.StatusNotFound {
 		t.Errorf("read racing a delete: %d, Stream-Closed %q, Upstream-Outcome %q, want 404", r.status, r.get("Stream-Closed"), r.get("Upstream-Outcome"))
+	}
+}
+
+// A proxy stream whose upstream runs for longer than the TTL, read by
+// nobody meanwhile, is found when it ends (not 404 while its body is
+// still stored), complete.
+func TestProxyTTLLongUpstream(t *testing.T) {
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	const events = 6
+	up := newDFUpstream(t, false, events, func(u *dfUpstream) { u.gate = make(chan struct{}) })
+	ph := newProxyHarness(t, proxyOpts{clock: clock, ttl: time.Hour})
+	loc := ph.mustCreate(up.ts.URL + "/long")
+	f, err := ph.mgr.Get(idOf(loc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitBody := func(what string, done func(engine.StreamInfo) bool) { // Head renews nothing
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			info, err := ph.eng.Head(f.Body)
+			if err == nil && done(info) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("waiting for %s: %+v, %v", what, info, err)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	for i := range events { // 120 minutes, an event every 20
+		mu.Lock()
+		now = now.Add(20 * time.Minute)
+		mu.Unlock()
+		up.release(t, 1)
+		n := len(dfBody(i + 1))
+		waitBody(fmt.Sprintf("%d bytes stored", n), func(in engine.StreamInfo) bool { return int(in.Tail) >= n })
+	}
+	waitBody("the stream closed", func(in engine.StreamInfo) bool { return in.Closed })
+	r := ph.do("GET", with(loc, "offset=-1"), nil)
+	want(t, r, http.StatusOK, "read after a long upstream")
+	if !bytes.Equal(r.body, dfBody(events)) || r.get("Upstream-Outcome") != "complete" {
+		t.Fatalf("read %q, Upstream-Outcome %q", r.body, r.get("Upstream-Outcome"))
 	}
 }
