@@ -41,7 +41,8 @@ type Config struct {
 	// (ErrTimeout). Default 60 s.
 	HeaderTimeout time.Duration
 	// IdleTimeout ends a fetch whose upstream sends nothing for this long
-	// (outcome IdleTimeout). Default 10 min.
+	// (outcome IdleTimeout). Default DefaultIdleTimeout. TTL must be at
+	// least twice it: a silent upstream renews nothing.
 	IdleTimeout time.Duration
 	// BatchBytes bounds one append of body bytes: an append takes what
 	// the upstream sent while the previous one was being committed, up to
@@ -75,7 +76,7 @@ func (c Config) withDefaults() Config {
 		c.HeaderTimeout = 60 * time.Second
 	}
 	if c.IdleTimeout == 0 {
-		c.IdleTimeout = 10 * time.Minute
+		c.IdleTimeout = DefaultIdleTimeout
 	}
 	if c.BatchBytes == 0 {
 		c.BatchBytes = 64 << 10
@@ -88,6 +89,9 @@ func (c Config) withDefaults() Config {
 	}
 	return c
 }
+
+// DefaultIdleTimeout is Config.IdleTimeout's default.
+const DefaultIdleTimeout = 10 * time.Minute
 
 // Errors. The front doors map them to status codes.
 var (
@@ -188,6 +192,9 @@ type run struct {
 // stream closed, so no reader waits for it.
 func New(eng *engine.Engine, cfg Config) (*Manager, error) {
 	cfg = cfg.withDefaults()
+	if cfg.TTL < 2*cfg.IdleTimeout {
+		return nil, fmt.Errorf("fetch: TTL %v is less than twice the idle timeout %v (a fetch whose upstream is silent renews nothing, and must not expire before it ends)", cfg.TTL, cfg.IdleTimeout)
+	}
 	m := &Manager{eng: eng, cfg: cfg, log: cfg.Logger, sem: make(chan struct{}, cfg.MaxConcurrent),
 		byKey: map[string]string{}, pending: map[string]*pending{}, running: map[string]*run{}, readers: map[string]int{}}
 	m.client = cfg.Client

@@ -138,3 +138,29 @@ func TestFetchTTLLongUpstreamKeepsRecord(t *testing.T) {
 		t.Fatalf("body %q", body)
 	}
 }
+
+// A TTL shorter than twice the idle timeout is refused: a fetch whose
+// upstream is silent (up to the idle timeout) renews nothing, and must not
+// expire before it ends.
+func TestFetchTTLAtLeastTwiceIdle(t *testing.T) {
+	eng := testEngine(t, t.TempDir())
+	defer eng.Close()
+	for _, c := range []struct {
+		ttl, idle time.Duration
+		ok        bool
+	}{
+		{time.Hour, 0, true},         // idle default 10 min
+		{20 * time.Minute, 0, true},  // exactly twice
+		{19 * time.Minute, 0, false}, // less
+		{time.Minute, 30 * time.Second, true},
+		{time.Minute, 31 * time.Second, false},
+	} {
+		m, err := New(eng, Config{TTL: c.ttl, IdleTimeout: c.idle})
+		if (err == nil) != c.ok {
+			t.Errorf("TTL %v, idle %v: %v, want ok %v", c.ttl, c.idle, err, c.ok)
+		}
+		if m != nil {
+			m.Close()
+		}
+	}
+}
