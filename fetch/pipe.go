@@ -1,6 +1,7 @@
 package fetch
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -28,12 +29,14 @@ func (m *Manager) pipe(ctx context.Context, f *Fetch, body io.ReadCloser, ru *ru
 	var readErr error
 	go func() {
 		defer close(chunks)
+		// One read buffer; a chunk queued is a copy of what was read, so
+		// a token stream queues tokens, not read buffers.
+		buf := make([]byte, 32<<10)
 		for {
-			buf := make([]byte, 32<<10)
 			n, err := body.Read(buf)
 			if n > 0 {
 				idle.Reset(m.cfg.IdleTimeout)
-				chunks <- buf[:n]
+				chunks <- bytes.Clone(buf[:n])
 			}
 			if err != nil {
 				readErr = err
@@ -45,7 +48,7 @@ func (m *Manager) pipe(ctx context.Context, f *Fetch, body io.ReadCloser, ru *ru
 	// Appends renew the body; the record is renewed with it.
 	renew := m.Renewer(f.ID)
 	var (
-		batch    = make([]byte, 0, m.cfg.BatchBytes+32<<10)
+		batch    []byte // grows to what the upstream sends per commit, at most BatchBytes and a read
 		total    int64
 		stopped  Outcome // set when this side stops the fetch
 		storeErr error
