@@ -206,6 +206,8 @@ var (
 	errMalformed    = &Error{"malformed token"}
 	errAlgorithm    = &Error{"signing algorithm not accepted"}
 	errNoExp        = &Error{"token has no exp claim"}
+	errNoIss        = &Error{"token has no iss claim"}
+	errNoAud        = &Error{"token has no aud claim"}
 	errClaim        = &Error{"malformed ds claim"}
 	errURLSignature = &Error{"bad URL signature"}
 	errURLExpired   = &Error{"signed URL expired"}
@@ -235,7 +237,7 @@ func (a *Authenticator) Verify(token string) (*Grants, error) {
 	var claims tokenClaims
 	_, err := a.parser.ParseWithClaims(token, &claims, a.keyFor)
 	if err != nil {
-		return nil, mapJWTError(err)
+		return nil, a.mapJWTError(err, &claims)
 	}
 	g := &Grants{}
 	if len(claims.DS) > 0 && string(claims.DS) != "null" {
@@ -267,7 +269,9 @@ func (a *Authenticator) keyFor(t *jwt.Token) (any, error) {
 	return a.keys.key(kid, t.Method.Alg())
 }
 
-func mapJWTError(err error) error {
+// mapJWTError names why jwt refused a token. c holds the token's claims
+// when the refusal is about them (they are checked after the signature).
+func (a *Authenticator) mapJWTError(err error, c *tokenClaims) error {
 	var e *Error
 	switch {
 	case errors.As(err, &e):
@@ -277,7 +281,16 @@ func mapJWTError(err error) error {
 	case errors.Is(err, jwt.ErrTokenNotValidYet):
 		return errNotYet
 	case errors.Is(err, jwt.ErrTokenRequiredClaimMissing):
-		return errNoExp
+		// One error for exp, iss and aud alike: say which is missing.
+		switch {
+		case c.ExpiresAt == nil:
+			return errNoExp
+		case a.cfg.Issuer != "" && c.Issuer == "":
+			return errNoIss
+		case a.cfg.Audience != "":
+			return errNoAud
+		}
+		return errMalformed
 	case errors.Is(err, jwt.ErrTokenInvalidAudience):
 		return errAudience
 	case errors.Is(err, jwt.ErrTokenInvalidIssuer):

@@ -6,11 +6,14 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -289,4 +292,120 @@ func BenchmarkVerify(b *testing.B) {
 			i++
 		}
 	})
+}
+
+// hangingJWKS is a JWKS URL that serves keys until hang is set, and then
+// accepts each request and never answers it: no headers at all, or (body)
+// headers and the start of a body.
+func hangingJWKS(t *testing.T, body bool, keys ...edKey) (srv *httptest.Server, hang *atomic.Bool) {
+	hang = new(atomic.Bool)
+	release := make(chan struct{})
+	good := newJWKSServer(keys...)
+	t.Cleanup(good.srv.Close)
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !hang.Load() {
+			good.srv.Config.Handler.ServeHTTP(w, r)
+			return
+		}
+		if body {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusOK)
+			io.WriteString(w, `{"keys": [`)
+			w.(http.Flusher).Flush()
+		}
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(release) }) // (runs first)
+	return srv, hang
+}
+
+// TestJWKSHangs: a JWKS URL that never answers, or stops halfway through
+// the body, holds nothing up longer than JWKSTimeout: the start fails in
+// time, a refresh gives up and keeps the last good set, a token naming an
+// unknown key is refused in time, and Close does not wait for the fetch.
+func TestJWKSHangs(t *testing.T) {
+	const timeout = 500 * time.Millisecond
+	for _, body := range []bool{false, true} {
+		name := "no answer"
+		if body {
+			name = "body stops"
+		}
+		t.Run(name+"/start", func(t *testing.T) {
+			srv, hang := hangingJWKS(t, body)
+			hang.Store(true)
+			start := time.Now()
+			_, err := New(Config{JWKSURL: srv.URL, JWKSTimeout: timeout})
+			took := time.Since(start)
+			if err == nil || !strings.Contains(err.Error(), "JWKS") {
+				t.Fatalf("New with a JWKS URL that hangs: %v", err)
+			}
+			if took < timeout || took > timeout+2*time.Second {
+				t.Errorf("New gave up after %v; JWKSTimeout is %v", took, timeout)
+			}
+		})
+		t.Run(name+"/refresh", func(t *testing.T) {
+			k, other := newEdKey(t, "k"), newEdKey(t, "other")
+			srv, hang := hangingJWKS(t, body, k)
+			logs := &syncBuf{}
+			au, err := New(Config{JWKSURL: srv.URL, JWKSTimeout: timeout, JWKSRefresh: time.Hour,
+				Logger: slog.New(slog.NewTextHandler(logs, nil))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer au.Close()
+			var n atomic.Int64
+			token := func(k edKey) string { // a new one each time: not from the cache
+				return k.sign(t, map[string]any{"read": []string{fmt.Sprint("x/", n.Add(1))}})
+			}
+			if _, err := au.Verify(token(k)); err != nil {
+				t.Fatalf("before the hang: %v", err)
+			}
+			hang.Store(true)
+			// A token naming an unknown key id asks for a refresh (the last
+			// one is old enough) and waits for it, but not past JWKSTimeout.
+			ask := func() error {
+				au.keys.last.Store(time.Now().Add(-time.Minute).UnixNano())
+				_, err := au.Verify(token(other))
+				return err
+			}
+			start := time.Now()
+			if err := ask(); err != errUnknownKey {
+				t.Fatalf("unknown key id during the hang: %v", err)
+			}
+			if took := time.Since(start); took > timeout+time.Second {
+				t.Errorf("a token with an unknown key id waited %v; JWKSTimeout is %v", took, timeout)
+			}
+			eventually(t, "the hanging refresh gives up and says so", func() bool {
+				return strings.Contains(logs.String(), "JWKS refresh failed")
+			})
+			if took := time.Since(start); took < timeout {
+				t.Errorf("the refresh failed after %v, before JWKSTimeout (%v): it did not hang\n%s", took, timeout, logs)
+			}
+			// The last good set is kept, and answers at once while another
+			// refresh hangs.
+			var wg sync.WaitGroup
+			defer wg.Wait()
+			wg.Go(func() { ask() })
+			time.Sleep(timeout / 4)
+			start = time.Now()
+			if _, err := au.Verify(token(k)); err != nil {
+				t.Fatalf("a key of the last good set after a refresh hung: %v", err)
+			}
+			if took := time.Since(start); took > timeout/2 {
+				t.Errorf("a known key waited %v for a hanging refresh", took)
+			}
+			// Close does not wait for the hanging fetch.
+			wg.Go(func() { ask() })
+			time.Sleep(timeout / 4)
+			start = time.Now()
+			au.Close()
+			if took := time.Since(start); took > timeout/2 {
+				t.Errorf("Close took %v during a hanging refresh", took)
+			}
+		})
+	}
 }

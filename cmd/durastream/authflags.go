@@ -24,6 +24,7 @@ type authFlags struct {
 	issuer, audience           string
 	anonymous                  patternList
 	allowAnonymous             bool
+	allowRemotePprof           bool
 	opsAddr                    string
 }
 
@@ -40,6 +41,7 @@ func (a *authFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&a.urlSecretFile, "auth-url-secret-file", "", "read the signed-URL secret from this file")
 	fs.Var(&a.anonymous, "anonymous", "grant OPS:PATTERN to every caller, token or not, e.g. read:public/** or all:** (repeatable; OPS: read, append, create, delete, all)")
 	fs.BoolVar(&a.allowAnonymous, "allow-anonymous", false, "start on a non-loopback address without token verification (anyone who can reach it may create, write and delete every stream)")
+	fs.BoolVar(&a.allowRemotePprof, "allow-remote-pprof", false, "let --pprof-addr listen on a non-loopback address (pprof has no access control, even with tokens on: whoever reaches it can read the heap, secrets included, and burn CPU)")
 	fs.StringVar(&a.opsAddr, "ops-addr", "", "serve /health and /metrics without a token on this extra listener (e.g. a private interface); on the main listener they need a token with \"ops\": true when auth is on")
 }
 
@@ -83,9 +85,18 @@ func (a *authFlags) config(log *slog.Logger) (auth.Config, error) {
 	return c, nil
 }
 
-// checkExposure refuses to serve streams without access control on an
+// checkExposure applies the refuse-to-start rules to the addresses serve
+// listens on (nothing is bound yet).
+func (f *serveFlags) checkExposure(c auth.Config) error {
+	if err := f.auth.checkStreams(c, map[string]string{"addr": f.addr, "fetch-addr": f.fetchAddr}); err != nil {
+		return err
+	}
+	return f.auth.checkPprof(f.pprofAddr)
+}
+
+// checkStreams refuses to serve streams without access control on an
 // address other hosts can reach, unless --allow-anonymous says so.
-func (a *authFlags) checkExposure(c auth.Config, addrs map[string]string) error {
+func (a *authFlags) checkStreams(c auth.Config, addrs map[string]string) error {
 	if c.Enabled() || a.allowAnonymous {
 		return nil
 	}
@@ -99,6 +110,20 @@ func (a *authFlags) checkExposure(c auth.Config, addrs map[string]string) error 
 			"listen on localhost, or pass --allow-anonymous to serve openly anyway", flagName, addr)
 	}
 	return nil
+}
+
+// checkPprof refuses pprof on an address other hosts can reach unless
+// --allow-remote-pprof says so. Tokens do not cover pprof, so neither
+// access control nor --allow-anonymous bears on it: a heap profile shows
+// what the heap holds (the HMAC secret, tokens, stream data).
+func (a *authFlags) checkPprof(addr string) error {
+	if addr == "" || isLoopbackAddr(addr) || a.allowRemotePprof {
+		return nil
+	}
+	return fmt.Errorf("--pprof-addr %s listens beyond this machine, and pprof has no access control "+
+		"(tokens do not cover it): anyone who can reach it could read the heap, secrets included, "+
+		"and burn CPU with profiles. Listen on localhost (e.g. --pprof-addr localhost:6060, through "+
+		"an SSH tunnel from elsewhere), or pass --allow-remote-pprof if only trusted hosts can reach %s", addr, addr)
 }
 
 // isLoopbackAddr reports whether host:port can only be reached from this

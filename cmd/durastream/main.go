@@ -156,7 +156,7 @@ func parseServeFlags(args []string) (*serveFlags, error) {
 	fs.StringVar(&f.tlsKey, "tls-key", "", "TLS key file")
 	fs.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	fs.StringVar(&f.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (off when empty)")
+	fs.StringVar(&f.pprofAddr, "pprof-addr", "", "serve net/http/pprof on this address (off when empty; it has no access control: a non-loopback address needs --allow-remote-pprof)")
 	fs.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 10*time.Second, "how long graceful shutdown waits for requests")
 	fs.IntVar(&f.gcPercent, "gc-percent", 50, "Go GC target: heap growth between collections, in percent (GOGC); lower trades CPU for memory")
 	fs.StringVar(&f.gcFloor, "gc-min-heap", "64MiB", "the GC lets the heap reach this size before collecting, whatever --gc-percent says; 0: no floor")
@@ -177,7 +177,7 @@ func parseServeFlags(args []string) (*serveFlags, error) {
 	fs.Var(&f.proxyAllow, "proxy-allow", "upstream URL pattern durable fetches may reach, e.g. https://api.openai.com/v1/** (repeatable, or comma-separated; none: every upstream is refused)")
 	fs.DurationVar(&f.proxyURLTTL, "proxy-url-ttl", 24*time.Hour, "how long a proxy stream's pre-signed URL is valid")
 	fs.StringVar(&f.fetchAddr, "fetch-addr", "", "serve the durablefetch API (for the durablefetch npm client's durablefetchHost) at the root of this listener, with --tls-cert/--tls-key as the main one; off when empty")
-	fs.DurationVar(&f.fetchTTL, "fetch-ttl", 6*time.Hour, "how long a stored upstream response is kept since its last read (sliding)")
+	fs.DurationVar(&f.fetchTTL, "fetch-ttl", 6*time.Hour, "how long a stored upstream response is kept since its last use (sliding; at least 20m, twice the upstream idle timeout: a silent upstream renews nothing)")
 	fs.Int64Var(&f.fetchMaxResponse, "fetch-max-response-bytes", 100_000_000, "largest stored upstream response body; a longer one is cut (outcome too-large)")
 	fs.IntVar(&f.fetchMaxConcurrent, "fetch-max-concurrent", 256, "most upstream fetches running at once (more: 503)")
 	fs.BoolVar(&f.fetchTrustForwardedProto, "fetch-trust-forwarded-proto", false, "durablefetch API: take the upstream scheme from X-Forwarded-Proto (only behind a TLS-terminating proxy that sets it)")
@@ -278,7 +278,7 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := f.auth.checkExposure(authCfg, map[string]string{"addr": f.addr, "fetch-addr": f.fetchAddr}); err != nil {
+	if err := f.checkExposure(authCfg); err != nil {
 		return err
 	}
 	authn, err := auth.New(authCfg)
@@ -509,8 +509,8 @@ func (f *serveFlags) checkLimits() error {
 		return errors.New("--rate-burst must not be negative")
 	case f.gcPercent <= 0:
 		return errors.New("--gc-percent must be positive")
-	case f.fetchTTL < time.Second:
-		return errors.New("--fetch-ttl must be at least 1s")
+	case f.fetchTTL < 2*fetch.DefaultIdleTimeout:
+		return fmt.Errorf("--fetch-ttl must be at least %v (twice the upstream idle timeout: a fetch whose upstream is silent renews nothing)", 2*fetch.DefaultIdleTimeout)
 	case f.fetchMaxResponse <= 0 || f.fetchMaxConcurrent <= 0:
 		return errors.New("--fetch-max-response-bytes and --fetch-max-concurrent must be positive")
 	}

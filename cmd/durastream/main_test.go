@@ -485,6 +485,10 @@ func TestCommandLineErrors(t *testing.T) {
 		{"open on every interface", []string{"serve", "--addr", ":0", "--durability", "memory"}, 1, "--allow-anonymous"},
 		{"open on a LAN address", []string{"serve", "--addr", "0.0.0.0:0", "--durability", "memory"}, 1, "no access control is configured"},
 		{"open fetch door", []string{"serve", "--addr", "127.0.0.1:0", "--fetch-addr", "[::]:0", "--durability", "memory"}, 1, "--fetch-addr"},
+		// pprof has no access control: tokens on or --allow-anonymous do not open it.
+		{"open pprof with tokens on", []string{"serve", "--addr", "127.0.0.1:0", "--auth-hmac-secret", strings.Repeat("s", 32), "--pprof-addr", "0.0.0.0:0", "--durability", "memory"}, 1, "--pprof-addr 0.0.0.0:0 listens beyond this machine"},
+		{"open pprof with --allow-anonymous", []string{"serve", "--addr", "127.0.0.1:0", "--allow-anonymous", "--pprof-addr", ":0", "--durability", "memory"}, 1, "--allow-remote-pprof"},
+		{"fetch TTL under twice the idle timeout", []string{"serve", "--addr", "127.0.0.1:0", "--fetch-ttl", "19m", "--durability", "memory"}, 1, "--fetch-ttl must be at least 20m0s"},
 		{"short hmac secret", []string{"serve", "--addr", "127.0.0.1:0", "--auth-hmac-secret", "short", "--durability", "memory"}, 1, "at least 32 bytes"},
 		{"bad anonymous grant", []string{"serve", "--addr", "127.0.0.1:0", "--auth-hmac-secret", strings.Repeat("s", 32), "--anonymous", "write:**", "--durability", "memory"}, 1, "unknown operation"},
 		{"anonymous without auth", []string{"serve", "--addr", "127.0.0.1:0", "--anonymous", "read:**", "--durability", "memory"}, 1, "restricts nothing"},
