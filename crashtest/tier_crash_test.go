@@ -301,7 +301,7 @@ func bucketConsistent(t *testing.T, cl *minio.Client, bucket, prefix, data strin
 }
 
 // streamIDOfKey parses the engine's stream id from a segment key
-// <prefix>seg/<created hex>-<id hex>/<base>-<len>.
+// <prefix>seg/<data-dir id>/<created hex>-<id hex>/<base>-<len>.
 func streamIDOfKey(key string) (uint64, bool) {
 	parts := strings.Split(key, "/")
 	if len(parts) < 2 {

@@ -32,11 +32,13 @@ const ckptName = "checkpoint"
 
 // ckptMagic starts a checkpoint: the stream count is in the trailer, so
 // the file can be written as it is encoded, and each segment names its
-// slab slot and its object-storage key ("" if local). Older files are
-// still read: ckptMagicV3 (no keys), ckptMagicV2 (no slab slots either)
-// and ckptMagicV1 (count in the header too).
+// slab slot, its object-storage key ("" if local) and its flags
+// (segSealed). Older files are still read: ckptMagicV4 (no flags),
+// ckptMagicV3 (no keys either), ckptMagicV2 (no slab slots either) and
+// ckptMagicV1 (count in the header too).
 var (
-	ckptMagic   = []byte("DSCKPT04")
+	ckptMagic   = []byte("DSCKPT05")
+	ckptMagicV4 = []byte("DSCKPT04")
 	ckptMagicV3 = []byte("DSCKPT03")
 	ckptMagicV2 = []byte("DSCKPT02")
 	ckptMagicV1 = []byte("DSCKPT01")
@@ -54,6 +56,9 @@ const (
 	cSoftDeleted
 	cClosedBy
 )
+
+// Checkpoint segment flags.
+const segSealed = 1 << 0 // dataSeg.sealed
 
 // Checkpoint makes all stream files durable, writes a checkpoint and removes
 // commit-log segments it covers. It runs periodically on its own; calling it
@@ -238,6 +243,11 @@ func (e *Engine) encodeStream(b []byte, s *stream) []byte {
 		if !e.opts.ckptV2 {
 			b = binary.AppendUvarint(b, uint64(ds.slab1))
 			b = appendString(b, ds.remote)
+			var fl byte
+			if ds.sealed {
+				fl |= segSealed
+			}
+			b = append(b, fl)
 		}
 	}
 	return b
@@ -268,7 +278,7 @@ func (e *Engine) loadCheckpoint(byID map[uint64]*stream) (uint64, error) {
 		return 0, err
 	}
 	version := 0
-	for v, magic := range [][]byte{ckptMagicV1, ckptMagicV2, ckptMagicV3, ckptMagic} {
+	for v, magic := range [][]byte{ckptMagicV1, ckptMagicV2, ckptMagicV3, ckptMagicV4, ckptMagic} {
 		if len(raw) >= len(magic) && string(raw[:len(magic)]) == string(magic) {
 			version = v + 1
 		}
@@ -332,6 +342,9 @@ func (e *Engine) loadCheckpoint(byID map[uint64]*stream) (uint64, error) {
 				}
 				if version >= 4 {
 					ds.remote = d.str()
+				}
+				if version >= 5 {
+					ds.sealed = d.byte1()&segSealed != 0
 				}
 				if slot, ok := ds.inSlab(); ok && d.err == nil {
 					if e.store.slab == nil {

@@ -94,7 +94,8 @@ type Options struct {
 	Remote Remote
 	// SealAfter starts a new segment for an append when the stream's last
 	// segment is older than this, so its bytes become a sealed segment that
-	// a tier can upload: it bounds how much of a stream's history exists
+	// a tier can upload; SealIdle seals such a segment of a stream that is
+	// not appended to. It bounds how much of a stream's history exists
 	// only on the local disk. Zero: segments are sealed only when full (or
 	// the stream is closed).
 	SealAfter time.Duration

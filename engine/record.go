@@ -20,6 +20,9 @@ const (
 	// what they were. (The decision travels in the append's own record: a
 	// record of its own could fall on the other side of a checkpoint.)
 	recAppendSealed byte = 7
+	// recSeal ends an idle stream's last segment where its bytes end
+	// (SealIdle): later appends start a new segment (sealRec).
+	recSeal byte = 8
 )
 
 // Flags of create and append records.
@@ -145,6 +148,29 @@ func decodeRemote(p []byte) (remoteRec, error) {
 	if d.err == nil && r.key == "" {
 		d.err = errors.New("remote record without a key")
 	}
+	return r, d.err
+}
+
+// sealRec says that stream id's segment at base ends after its n bytes:
+// nothing more is written to it (SealIdle).
+type sealRec struct {
+	id   uint64
+	base uint64
+	n    uint64
+}
+
+func (r *sealRec) encode(b []byte) []byte {
+	b = append(b, recSeal)
+	b = binary.LittleEndian.AppendUint64(b, r.id)
+	b = binary.AppendUvarint(b, r.base)
+	return binary.AppendUvarint(b, r.n)
+}
+
+func decodeSeal(p []byte) (sealRec, error) {
+	d := decoder{b: p}
+	r := sealRec{id: d.u64()}
+	r.base = d.uvarint()
+	r.n = d.uvarint()
 	return r, d.err
 }
 

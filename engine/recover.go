@@ -271,6 +271,16 @@ func (e *Engine) replay(byID map[uint64]*stream, rs *replayState, p []byte) erro
 				rs.missing[r.id] = err
 			}
 		}
+	case recSeal:
+		r, err := decodeSeal(p[1:])
+		if err != nil {
+			return fmt.Errorf("%w: seal record: %w", ErrCorrupt, err)
+		}
+		if s := byID[r.id]; s != nil && !stopped[r.id] && rs.missing[r.id] == nil {
+			if err := replaySeal(s, &r); err != nil {
+				rs.missing[r.id] = err // as for a remote record
+			}
+		}
 	default:
 		return fmt.Errorf("%w: record kind %d", ErrCorrupt, p[0])
 	}

@@ -41,6 +41,9 @@ type dataSeg struct {
 	// stream's mu; a remote segment is never pinned or written.
 	remote  string
 	created int64 // unix nanoseconds, when this process made or loaded it (SealAfter)
+	// sealed: the last segment of an idle stream, ended by a seal record
+	// (SealIdle): appends go to a new segment. Guarded by the stream's mu.
+	sealed bool
 	// evictLSN: recovery replayed the record that made it remote (at this
 	// LSN), so its file stays until a checkpoint covers it. Recovery only.
 	evictLSN uint64
@@ -315,8 +318,8 @@ func (e *Engine) copyFill(data []byte) fill {
 func (e *Engine) large(n int) bool { return int64(n) >= e.opts.LargeAppendBytes }
 
 // putData places n bytes at off in s's segments (a new segment when they do
-// not fit the last one, or the last one has aged: then sealed is true) with
-// fill, and indexes the end boundary. fill
+// not fit the last one, the last one has aged: then sealed is true, or
+// SealIdle sealed it) with fill, and indexes the end boundary. fill
 // returning false (recovery found bytes that do not match their checksum)
 // or failing leaves the layout and index unchanged. Called with s.mu held.
 func (e *Engine) putData(s *stream, off Offset, n int64, ref bool, fill fill) (bool, bool, error) {
@@ -335,11 +338,13 @@ func (e *Engine) putData(s *stream, off Offset, n int64, ref bool, fill fill) (b
 	create := false
 	// A by-reference append, whose bytes replay needs from its segment,
 	// never goes into a slab slot (see slab). A remote segment is sealed.
-	fresh := ds == nil || uint64(off) < ds.base || end > ds.base+uint64(ds.cap) || ds.slab1 != 0 && ref || ds.remote != ""
+	fresh := ds == nil || uint64(off) < ds.base || end > ds.base+uint64(ds.cap) || ds.slab1 != 0 && ref || ds.remote != "" || ds.sealed
 	aged := !fresh && e.sealByAge(ds, off)
 	fresh = fresh || aged
 	if fresh {
-		ds = &dataSeg{base: uint64(off), cap: e.store.nextCap(ds, aged, uint64(off), n), ord: uint32(len(d.segs)), slot: -1,
+		// Sealed for its age, by this append or SealIdle: sized by what it held.
+		byAge := aged || ds != nil && ds.sealed
+		ds = &dataSeg{base: uint64(off), cap: e.store.nextCap(ds, byAge, uint64(off), n), ord: uint32(len(d.segs)), slot: -1,
 			created: e.clock().UnixNano()}
 		create = true
 		if sb := e.store.slab; len(d.segs) == 0 && sb != nil && ds.cap == sb.slotSize && !ref {

@@ -9,15 +9,17 @@ package engine
 //     storage under a key becomes remote, and its local file goes;
 //   - AttachRemote: a restore puts a stream's history back as remote
 //     segments (disaster recovery onto an empty disk);
+//   - SealIdle: the last segment of a stream not appended to for
+//     Options.SealAfter is sealed, as an append would seal it;
 //   - Options.Remote, through which reads of remote segments are served,
 //     and Options.OnRemove, which tells the tier a stream's objects may go.
 //
 // A segment is sealed once nothing more can be written to it: a later
 // segment exists whose first append is durable (an append that failed to
 // commit takes its new segment back, and the one before could be written
-// again), or the stream's closure is durable. Only durable bytes are ever
-// offered, so an uploaded object never holds a byte a crash could take
-// away.
+// again), or the stream's closure, or a seal record (SealIdle), is
+// durable. Only durable bytes are ever offered, so an uploaded object
+// never holds a byte a crash could take away.
 //
 // Eviction order is what keeps a crash from losing bytes: (1) the remote
 // record is made durable, and from then on reads go to object storage;
@@ -108,7 +110,7 @@ func (e *Engine) Segments(fn func(SegmentInfo) bool) error {
 		out = out[:0]
 		s.mu.Lock()
 		if s.state != stDeleted && s.data != nil {
-			vis := s.vis.Load() // one value for Len and Sealed
+			vis, synced := s.vis.Load(), e.synced() // one value for Len and Sealed
 			last := len(s.data.segs) - 1
 			for i, ds := range s.data.segs {
 				in := SegmentInfo{Path: s.path, StreamID: s.id, CreatedAt: s.meta.createdAt,
@@ -116,8 +118,8 @@ func (e *Engine) Segments(fn func(SegmentInfo) bool) error {
 					Base: Offset(ds.base), Len: int64(s.data.segUsed(i, vis)),
 					Slab: ds.slab1 != 0, Remote: ds.remote, LastAccess: s.lastAccess.Load(),
 					Deleted: s.state == stSoftDeleted}
-				in.Sealed = s.sealed(i, vis)
-				in.Final = in.Sealed && i == last
+				in.Sealed = s.sealed(i, vis, synced)
+				in.Final = in.Sealed && i == last && s.visClosed.Load()
 				if ds.remote != "" {
 					in.Sealed = true
 				} else if !in.Slab {
@@ -177,11 +179,11 @@ func (e *Engine) EvictSegments(ctx context.Context, evs []Eviction) (int, error)
 			continue
 		}
 		ds, vis := s.data.segs[i], s.vis.Load()
-		if ds.remote != "" || ds.slab1 != 0 || !s.sealed(i, vis) || int64(s.data.segUsed(i, vis)) != ev.Len || ev.Key == "" {
+		if ds.remote != "" || ds.slab1 != 0 || !s.sealed(i, vis, e.synced()) || int64(s.data.segUsed(i, vis)) != ev.Len || ev.Key == "" {
 			s.mu.Unlock()
 			continue
 		}
-		lsn, err = e.commitRemote(&remoteRec{id: s.id, base: ds.base, n: uint64(ev.Len), key: ev.Key})
+		lsn, err = e.commitRec(&remoteRec{id: s.id, base: ds.base, n: uint64(ev.Len), key: ev.Key})
 		if err != nil {
 			s.mu.Unlock()
 			break
@@ -265,7 +267,7 @@ func (e *Engine) AttachRemote(ctx context.Context, path string, segs []RemoteSeg
 			return fmt.Errorf("engine: attach %q at %d+%d: the stream's tail is %d", r.Key, r.Base, r.Len, s.tail)
 		}
 		rec := remoteRec{id: s.id, adopt: true, base: uint64(r.Base), n: uint64(r.Len), key: r.Key}
-		if lsn, err = e.commitRemote(&rec); err != nil {
+		if lsn, err = e.commitRec(&rec); err != nil {
 			s.mu.Unlock()
 			return err
 		}
@@ -281,8 +283,9 @@ func (e *Engine) AttachRemote(ctx context.Context, path string, segs []RemoteSeg
 	return nil
 }
 
-// commitRemote writes a remote record to the commit log (not yet durable).
-func (e *Engine) commitRemote(r *remoteRec) (uint64, error) {
+// commitRec writes a remote or seal record to the commit log (not yet
+// durable).
+func (e *Engine) commitRec(r interface{ encode([]byte) []byte }) (uint64, error) {
 	buf := e.getBuf()
 	*buf = r.encode((*buf)[:0])
 	lsn, err := e.commit(*buf, nil)
@@ -331,13 +334,90 @@ func (e *Engine) replayRemote(s *stream, r *remoteRec, lsn uint64) error {
 // sealed reports whether nothing more can be written to s's segment i: a
 // later segment holds durable bytes (an append that failed to commit takes
 // its new segment back, and the one before could be written again), or
-// the stream's closure is durable; vis is the readable tail the caller
-// read. Called with s.mu held.
-func (s *stream) sealed(i int, vis uint64) bool {
+// the stream's closure is durable, or its seal record (SealIdle) is: the
+// stream's last record is at or below synced, the durable commit-log
+// position. vis is the readable tail the caller read. Called with s.mu
+// held.
+func (s *stream) sealed(i int, vis, synced uint64) bool {
 	if i+1 < len(s.data.segs) {
 		return s.data.segs[i+1].base < vis
 	}
-	return s.visClosed.Load() && vis == uint64(s.tail)
+	if vis != uint64(s.tail) {
+		return false
+	}
+	return s.visClosed.Load() || s.data.segs[i].sealed && s.lastLSN <= synced
+}
+
+// synced is the durable commit-log position (0 in memory mode).
+func (e *Engine) synced() uint64 {
+	if e.wal == nil {
+		return 0
+	}
+	return e.wal.synced.Load()
+}
+
+// SealIdle seals the last segment of every open stream that holds bytes,
+// is older than Options.SealAfter and has no append in flight: an append
+// would start a new segment (sealByAge), but a stream not appended to gets
+// none, and its last bytes would stay only on the local disk. Each seal is
+// a commit-log record (replay lays segments out as they were, as for
+// recAppendSealed); later appends start a new segment. It returns how many
+// segments it sealed, once their records are durable. A tier calls it
+// before each scan.
+func (e *Engine) SealIdle(ctx context.Context) (int, error) {
+	if err := e.enter(); err != nil {
+		return 0, err
+	}
+	defer e.leave()
+	if e.wal == nil || e.opts.SealAfter <= 0 {
+		return 0, nil
+	}
+	now := e.clock().UnixNano()
+	n := 0
+	var lsn uint64
+	var err error
+	e.streams.Range(func(_ string, s *stream) bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.state != stLive || s.closed || s.data == nil || s.vis.Load() != uint64(s.tail) {
+			return true
+		}
+		ds := s.data.lastSeg()
+		if ds == nil || ds.remote != "" || ds.sealed || uint64(s.tail) == ds.base {
+			return true
+		}
+		if ds.created == 0 {
+			ds.created = now // loaded at recovery: its age counts from then
+			return true
+		}
+		if now-ds.created < int64(e.opts.SealAfter) {
+			return true
+		}
+		var l uint64
+		if l, err = e.commitRec(&sealRec{id: s.id, base: ds.base, n: uint64(s.tail) - ds.base}); err != nil {
+			return false
+		}
+		ds.sealed, s.lastLSN, lsn = true, l, l
+		n++
+		return true
+	})
+	if derr := e.durable(ctx, lsn); derr != nil {
+		return 0, derr
+	}
+	return n, err
+}
+
+// replaySeal applies a seal record during recovery.
+func replaySeal(s *stream, r *sealRec) error {
+	i := s.segAt(r.base)
+	switch {
+	case i >= 0 && s.data.segs[i].sealed:
+		return nil // in the checkpoint already
+	case i < 0 || i != len(s.data.segs)-1 || r.base+r.n != uint64(s.tail):
+		return fmt.Errorf("%w: stream %q: seal record for %d+%d, its last segment does not end there (tail %d)", ErrCorrupt, s.path, r.base, r.n, s.tail)
+	}
+	s.data.segs[i].sealed = true
+	return nil
 }
 
 // segAt returns the index of s's segment starting at base, or -1. Called

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -409,6 +410,86 @@ func TestSealAfter(t *testing.T) {
 	}
 	if got := readAll(t, e2, "s"); got != want {
 		t.Fatalf("after the crash read %q", got)
+	}
+}
+
+// TestSealIdle: the last segment of a stream not appended to is sealed by
+// SealIdle once older than SealAfter; later appends start a new segment;
+// the seal survives a crash, through replay and through a checkpoint.
+func TestSealIdle(t *testing.T) {
+	ctx := context.Background()
+	now := time.Unix(1e9, 0)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func() { mu.Lock(); now = now.Add(2 * time.Minute); mu.Unlock() }
+	opts := &Options{SealAfter: time.Minute, Clock: clock, CheckpointInterval: time.Hour}
+	layout := func(e *Engine) string { // streams in path order, segments in offset order
+		var segs []string
+		e.Segments(func(in SegmentInfo) bool {
+			segs = append(segs, fmt.Sprintf("%s@%d+%d sealed=%v final=%v;", in.Path, in.Base, in.Len, in.Sealed, in.Final))
+			return true
+		})
+		slices.Sort(segs)
+		return strings.Join(segs, "")
+	}
+	seal := func(e *Engine, want int) {
+		t.Helper()
+		if n, err := e.SealIdle(ctx); err != nil || n != want {
+			t.Fatalf("SealIdle: %d, %v; want %d", n, err, want)
+		}
+	}
+	dir := t.TempDir()
+	e := openTest(t, dir, opts)
+	defer e.Close()
+	e.Create(ctx, "s", CreateOptions{ContentType: "text/plain", Data: []byte("a")})
+	e.Append(ctx, "s", []byte("b"), AppendOptions{})
+	e.Create(ctx, "closed", CreateOptions{ContentType: "text/plain", Data: []byte("x"), Closed: true})
+	e.Create(ctx, "empty", CreateOptions{ContentType: "text/plain"})
+	seal(e, 0)
+	if got, want := layout(e), "s@0+2 sealed=false final=false;"; !strings.Contains(got, want) {
+		t.Fatalf("before SealAfter: %s", got)
+	}
+	advance()
+	seal(e, 1) // s only: closed is sealed by its closure, empty has no bytes
+	sealed := layout(e)
+	if !strings.Contains(sealed, "s@0+2 sealed=true final=false;") || !strings.Contains(sealed, "closed@0+1 sealed=true final=true;") {
+		t.Fatalf("after SealIdle: %s", sealed)
+	}
+	advance()
+	seal(e, 0) // already sealed
+
+	// A crash before a checkpoint: the seal record is replayed.
+	crashed := t.TempDir()
+	if err := os.CopyFS(crashed, os.DirFS(dir)); err != nil {
+		t.Fatal(err)
+	}
+	e2 := openTest(t, crashed, opts)
+	defer e2.Close()
+	if got := layout(e2); got != sealed {
+		t.Fatalf("after a crash: %s, before %s", got, sealed)
+	}
+	// After a checkpoint: the seal is in it.
+	if err := e.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	ckpt := t.TempDir()
+	if err := os.CopyFS(ckpt, os.DirFS(dir)); err != nil {
+		t.Fatal(err)
+	}
+	e3 := openTest(t, ckpt, opts)
+	defer e3.Close()
+	if got := layout(e3); got != sealed {
+		t.Fatalf("after a checkpoint and a crash: %s, before %s", got, sealed)
+	}
+	// An append starts a new segment, in each.
+	for _, x := range []*Engine{e, e2, e3} {
+		x.Append(ctx, "s", []byte("c"), AppendOptions{})
+		if got := layout(x); !strings.Contains(got, "s@0+2 sealed=true final=false;s@2+1 sealed=false final=false;") {
+			t.Fatalf("append after the seal: %s", got)
+		}
+		if got := readAll(t, x, "s"); got != "abc" {
+			t.Fatalf("read %q", got)
+		}
 	}
 }
 

@@ -22,6 +22,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"sync"
@@ -49,13 +50,11 @@ func BenchmarkTierCatchup(b *testing.B) {
 	const streams = 8
 	const budget = 512 << 20
 	s3 := s3test.Start(b)
+	dir := b.TempDir()
 	cfg := tier.Config{Endpoint: s3.Endpoint, Bucket: s3.Bucket, Prefix: "bench/", AccessKey: s3.AccessKey,
-		SecretKey: s3.SecretKey, LocalBudget: budget}
-	tr, err := tier.New(cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	eng, err := engine.Open(b.TempDir(), &engine.Options{Remote: tr, OnRemove: tr.Removed})
+		SecretKey: s3.SecretKey, LocalBudget: budget, IDFile: filepath.Join(dir, "tier-id")}
+	tr := newTier(b, cfg)
+	eng, err := engine.Open(dir, &engine.Options{Remote: tr, OnRemove: tr.Removed})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -238,17 +237,17 @@ func BenchmarkTierAppend(b *testing.B) {
 			var tr *tier.Tier
 			if v.on {
 				s3 := s3test.Start(b)
-				endpoint := s3.Endpoint
+				cfg := tier.Config{Endpoint: s3.Endpoint, Bucket: s3.Bucket, AccessKey: s3.AccessKey,
+					SecretKey: s3.SecretKey, LocalBudget: 64 << 20, ScanInterval: 200 * time.Millisecond,
+					IDFile: filepath.Join(b.TempDir(), "tier-id")}
+				var px *s3test.Proxy
 				if v.down {
-					px := s3test.NewProxy(b, s3.Endpoint)
-					px.SetMode(s3test.Refuse)
-					endpoint = px.Endpoint
+					px = s3test.NewProxy(b, s3.Endpoint)
+					cfg.Endpoint = px.Endpoint
 				}
-				var err error
-				tr, err = tier.New(tier.Config{Endpoint: endpoint, Bucket: s3.Bucket, AccessKey: s3.AccessKey,
-					SecretKey: s3.SecretKey, LocalBudget: 64 << 20, ScanInterval: 200 * time.Millisecond})
-				if err != nil {
-					b.Fatal(err)
+				tr = newTier(b, cfg) // its Check reaches the bucket
+				if v.down {
+					px.SetMode(s3test.Refuse)
 				}
 				opts.Remote, opts.OnRemove, opts.SealAfter = tr, tr.Removed, v.seal
 			}
@@ -322,17 +321,16 @@ func BenchmarkTierRecache(b *testing.B) {
 	s3 := s3test.Start(b)
 	dir, cacheDir := b.TempDir(), b.TempDir()
 	cfg := tier.Config{Endpoint: s3.Endpoint, Bucket: s3.Bucket, Prefix: "bench/", AccessKey: s3.AccessKey,
-		SecretKey: s3.SecretKey, LocalBudget: 96 << 20, CacheBytes: 64 << 20, CacheDir: cacheDir}
+		SecretKey: s3.SecretKey, LocalBudget: 96 << 20, CacheBytes: 64 << 20, CacheDir: cacheDir,
+		IDFile: filepath.Join(dir, "tier-id")}
 	var eng *engine.Engine
 	var tr *tier.Tier
 	open := func() {
 		if eng != nil {
 			eng.Close()
 		}
+		tr = newTier(b, cfg)
 		var err error
-		if tr, err = tier.New(cfg); err != nil {
-			b.Fatal(err)
-		}
 		if eng, err = engine.Open(dir, &engine.Options{Remote: tr, OnRemove: tr.Removed}); err != nil {
 			b.Fatal(err)
 		}

@@ -52,7 +52,10 @@ func (t *Tier) ReadRange(ctx context.Context, key string, off, n int64) ([]byte,
 	return b, nil
 }
 
-// get is one range GET of exactly len(p) bytes at off.
+// get is one range GET of exactly len(p) bytes at off. The answer must
+// say it holds those bytes: minio-go also takes a 200 for a range GET, and
+// a proxy that drops Range would have the object's first bytes read as
+// if they were at off.
 func (t *Tier) get(ctx context.Context, key string, p []byte, off int64) error {
 	ctx, cancel := context.WithTimeout(ctx, t.cfg.RequestTimeout)
 	defer cancel()
@@ -60,23 +63,39 @@ func (t *Tier) get(ctx context.Context, key string, p []byte, off int64) error {
 	if err := opts.SetRange(off, off+int64(len(p))-1); err != nil {
 		return err
 	}
-	obj, err := t.s3.GetObject(ctx, t.cfg.Bucket, key, opts)
-	if err != nil {
-		t.stats.readErrors.Add(1)
-		return fmt.Errorf("get %s: %w", key, err)
-	}
-	defer obj.Close()
-	n, err := io.ReadFull(obj, p)
+	body, info, h, err := minio.Core{Client: t.s3}.GetObject(ctx, t.cfg.Bucket, key, opts)
 	if err != nil {
 		t.stats.readErrors.Add(1)
 		if isNotFound(err) {
 			t.log.Error("tier: an evicted segment's object is missing from the bucket", "key", key)
 		}
+		return fmt.Errorf("get %s: %w", key, err)
+	}
+	defer body.Close()
+	if !rangeAnswered(h.Get("Content-Range"), info.Size, off, int64(len(p))) {
+		t.stats.readErrors.Add(1)
+		t.log.Warn("tier: the bucket answered a range GET with other bytes (does a proxy drop the Range header?)",
+			"key", key, "off", off, "len", len(p), "content_range", h.Get("Content-Range"), "content_length", info.Size)
+		return fmt.Errorf("get %s at %d+%d: answered with Content-Range %q and %d bytes", key, off, len(p), h.Get("Content-Range"), info.Size)
+	}
+	n, err := io.ReadFull(body, p)
+	if err != nil {
+		t.stats.readErrors.Add(1)
 		return fmt.Errorf("get %s at %d: %d of %d bytes: %w", key, off, n, len(p), err)
 	}
 	t.stats.reads.Add(1)
 	t.stats.readBytes.Add(int64(n))
 	return nil
+}
+
+// rangeAnswered reports whether an answer to a range GET of n bytes at off
+// holds them: a 206 whose Content-Range is that range, or a whole object
+// of n bytes when n bytes at 0 were asked for (size: the answer's length).
+func rangeAnswered(contentRange string, size, off, n int64) bool {
+	if contentRange == "" {
+		return off == 0 && size == n
+	}
+	return strings.HasPrefix(contentRange, fmt.Sprintf("bytes %d-%d/", off, off+n-1))
 }
 
 // objectLen is the length a segment key ends with (<base>-<len>), or -1.

@@ -28,7 +28,7 @@ func (t *Tier) deleteRemoved(ctx context.Context) error {
 			}
 			return errors.Join(errs...)
 		}
-		inc := incarnation(r.CreatedAt, r.StreamID)
+		inc := t.incarnation(r.CreatedAt, r.StreamID)
 		keys := append([]string(nil), r.Remote...)
 		t.cache.dropKeys(t.incPrefix(inc), keys)
 		m, err := t.getManifest(ctx, r.Path)
@@ -59,11 +59,13 @@ func (t *Tier) deleteRemoved(ctx context.Context) error {
 	}
 }
 
-// sweepBucket deletes what no live stream refers to: manifests of paths
-// that are gone (or of an older incarnation), with the objects they list,
-// and segment objects of incarnations no live stream has. It runs at start
-// (a crash may have come between a delete and its objects' removal) and
-// when a removal did not fit the queue.
+// sweepBucket deletes what this data directory wrote and no live stream
+// refers to: its manifests of paths that are gone (or of an older
+// incarnation), with the objects they list, and segment objects of its
+// incarnations no live stream has. Other data directories' objects are
+// never its to delete (owner.go): a replaced disk's history stays for a
+// restore. It runs at start (a crash may have come between a delete and
+// its objects' removal) and when a removal did not fit the queue.
 func (t *Tier) sweepBucket(ctx context.Context, live []*streamSegs) error {
 	byPath := map[string]*streamSegs{}
 	keep := map[string]bool{} // incarnation prefixes and keys in use
@@ -89,6 +91,9 @@ func (t *Tier) sweepBucket(ctx context.Context, live []*streamSegs) error {
 			errs = append(errs, err)
 			continue
 		}
+		if !t.ours(m.Incarnation) {
+			continue // another data directory's (owner.go)
+		}
 		ss := byPath[m.Path]
 		if ss != nil && (ss.inc == m.Incarnation || slices.ContainsFunc(ss.segs, func(in engine.SegmentInfo) bool { return in.Sealed })) {
 			continue // its stream's, or one the upload round rewrites for a newer incarnation
@@ -104,7 +109,7 @@ func (t *Tier) sweepBucket(ctx context.Context, live []*streamSegs) error {
 			errs = append(errs, err)
 		}
 	}
-	for oi := range t.s3.ListObjects(ctx, t.cfg.Bucket, minio.ListObjectsOptions{Prefix: t.cfg.Prefix + "seg/"}) {
+	for oi := range t.s3.ListObjects(ctx, t.cfg.Bucket, minio.ListObjectsOptions{Prefix: t.cfg.Prefix + "seg/" + t.id + "/"}) {
 		if oi.Err != nil {
 			return fmt.Errorf("sweep: list segment prefixes: %w", oi.Err)
 		}

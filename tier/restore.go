@@ -16,7 +16,10 @@ import (
 // asked for), and closed if its manifest says it was. What is not in a
 // manifest is not restored: bytes not yet sealed and uploaded, producer
 // and Stream-Seq state, TTLs and expiry times. Forks are skipped (their
-// history lives in their source). Run it before Start.
+// history lives in their source). Run it before Start (and Check with
+// Config.Restore set, so that a new data directory takes the prefix).
+// Restored segments keep the keys they were stored under: the sweep never
+// deletes them while a stream lists them.
 func (t *Tier) Restore(ctx context.Context, eng *engine.Engine) (int, error) {
 	n := 0
 	var errs []error

@@ -12,6 +12,10 @@
 // and whole blocks of them are kept in a local read cache within its share
 // of the budget (cache.go).
 //
+// Before each scan, the last segment of a stream not appended to for
+// engine.Options.SealAfter is sealed (engine.SealIdle), so that bound
+// holds for idle streams too.
+//
 // The tier never sits on the append path: a bucket that is down only
 // delays uploads (retried with backoff) and fails reads of evicted bytes
 // (engine.ErrUnavailable; the server answers 503). Deleted and expired
@@ -19,8 +23,11 @@
 // start deletes what a crash left behind. Restore puts every stream of a
 // bucket back onto an empty engine (disaster recovery).
 //
-// One server per bucket prefix: the sweep deletes objects no live stream
-// of this server refers to.
+// One server per bucket prefix. Every key and manifest carries the data
+// directory's identity (owner.go), and the sweep deletes only objects of
+// this data directory's that no live stream of it refers to; a data
+// directory with no identity yet refuses a prefix that holds objects,
+// unless it restores from it.
 package tier
 
 import (
@@ -75,6 +82,13 @@ type Config struct {
 	// RequestTimeout bounds each request to the bucket. Default 30 s; an
 	// upload gets this plus 1 s per MiB.
 	RequestTimeout time.Duration
+	// IDFile keeps the data directory's identity in the bucket (owner.go):
+	// made by the first Check, then read by New. Required.
+	IDFile string
+	// Restore: the caller restores the prefix's streams (Restore) before
+	// Start, so the first Check of a data directory accepts a prefix that
+	// holds objects; without it, that Check fails with ErrPrefixInUse.
+	Restore bool
 	// Transport for the S3 client (tests); default minio-go's.
 	Transport http.RoundTripper
 	Logger    *slog.Logger
@@ -115,6 +129,9 @@ func (c *Config) Validate() error {
 	if c.AccessKey == "" || c.SecretKey == "" {
 		errs = append(errs, errors.New("S3 credentials are required (AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or flags)"))
 	}
+	if c.IDFile == "" {
+		errs = append(errs, errors.New("the tier's identity file is required"))
+	}
 	if c.LocalBudget < 0 {
 		errs = append(errs, fmt.Errorf("local budget %d: must not be negative", c.LocalBudget))
 	}
@@ -124,14 +141,15 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Tier uploads, evicts and reads back segments. Create it with New, give
-// it to the engine as Options.Remote (and Removed as Options.OnRemove),
-// then Start it with the open engine.
+// Tier uploads, evicts and reads back segments. Create it with New, Check
+// it, give it to the engine as Options.Remote (and Removed as
+// Options.OnRemove), then Start it with the open engine.
 type Tier struct {
 	cfg Config
 	s3  *minio.Client
 	log *slog.Logger
 	eng atomic.Pointer[engine.Engine]
+	id  string // the data directory's identity (owner.go); "" until Check makes it
 
 	streams map[uint64]*streamState // by stream id; the scan goroutine's own
 
@@ -149,12 +167,17 @@ type Tier struct {
 	cache *blockCache // evicted bytes kept locally (cache.go); nil: off
 }
 
-// New checks the configuration and makes the S3 client (no request yet).
+// New checks the configuration, reads the identity file and makes the S3
+// client (no request yet).
 func New(cfg Config) (*Tier, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	c := cfg.withDefaults()
+	id, err := loadID(c.IDFile)
+	if err != nil {
+		return nil, err
+	}
 	cl, err := minio.New(c.Endpoint, &minio.Options{
 		Creds:     credentials.NewStaticV4(c.AccessKey, c.SecretKey, ""),
 		Secure:    c.TLS,
@@ -173,13 +196,16 @@ func New(cfg Config) (*Tier, error) {
 			return nil, err
 		}
 	}
-	return &Tier{cfg: c, s3: cl, log: c.Logger, streams: map[uint64]*streamState{}, cache: cache,
+	return &Tier{cfg: c, s3: cl, log: c.Logger, id: id, streams: map[uint64]*streamState{}, cache: cache,
 		removed: make(chan engine.RemovedStream, 4096),
 		kick:    make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}, nil
 }
 
 // Check makes sure the bucket is there and answers, so that a server with a
-// wrong endpoint, bucket or key fails at start with a clear message.
+// wrong endpoint, bucket or key fails at start with a clear message; then,
+// for a data directory with no identity yet, that the prefix is empty (or
+// Config.Restore is set: else ErrPrefixInUse), and makes the identity.
+// Rounds fail until it has succeeded once.
 func (t *Tier) Check(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, t.cfg.RequestTimeout)
 	defer cancel()
@@ -190,8 +216,11 @@ func (t *Tier) Check(ctx context.Context) error {
 	if !ok {
 		return fmt.Errorf("tier: bucket %q does not exist at %s", t.cfg.Bucket, t.cfg.Endpoint)
 	}
-	return nil
+	return t.claim(ctx)
 }
+
+// ID is the data directory's identity in the bucket ("" before Check).
+func (t *Tier) ID() string { return t.id }
 
 // Start runs the background work against eng until Close.
 func (t *Tier) Start(eng *engine.Engine) {
@@ -267,11 +296,18 @@ func (t *Tier) loop() {
 	}
 }
 
-// cycle is one round: deletions, uploads, evictions. Its error is the
-// first failure (the round still does what it can).
+// cycle is one round: deletions, seals of idle streams, uploads,
+// evictions. Its error is every failure (the round still does what it
+// can).
 func (t *Tier) cycle(ctx context.Context) error {
+	if t.id == "" {
+		return errors.New("tier: no identity in the bucket: Check has not succeeded")
+	}
 	t.stats.cycles.Add(1)
 	errs := []error{t.deleteRemoved(ctx)}
+	if _, err := t.eng.Load().SealIdle(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("seal idle streams: %w", err))
+	}
 	segs, err := t.scan()
 	if err != nil {
 		return err
@@ -303,11 +339,13 @@ func (t *Tier) Attach(eng *engine.Engine) {
 //	<prefix>seg/<incarnation>/<base>-<len>   a segment's bytes
 //	<prefix>manifest/<sha256(path)>.json     a stream's manifest
 //
-// An incarnation is the stream's creation time and engine id: a stream
+// An incarnation is the data directory's identity, then the stream's
+// creation time and engine id (<id>/<created>-<stream id>): a stream
 // deleted and created again, or restored onto another machine, writes new
-// keys, so create-only uploads never collide with an older one's.
-func incarnation(createdAt int64, id uint64) string {
-	return fmt.Sprintf("%016x-%x", createdAt, id)
+// keys, so create-only uploads never collide with an older one's, and the
+// sweep tells this data directory's objects from others'.
+func (t *Tier) incarnation(createdAt int64, id uint64) string {
+	return fmt.Sprintf("%s/%016x-%x", t.id, createdAt, id)
 }
 
 func (t *Tier) segKey(inc string, base engine.Offset, n int64) string {

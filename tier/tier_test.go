@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -38,14 +41,29 @@ func tierConfig(s *s3test.Server, endpoint string) tier.Config {
 		RequestTimeout: 3 * time.Second}
 }
 
-// openNode opens an engine in dir whose segments are small (so that a
-// few hundred KiB make many sealed segments) with a tier on cfg.
-func openNode(t *testing.T, dir string, cfg tier.Config, o engine.Options) *node {
+// newTier makes a tier on cfg and checks it (which makes the data
+// directory's identity in cfg.IDFile).
+func newTier(t testing.TB, cfg tier.Config) *tier.Tier {
 	t.Helper()
 	tr, err := tier.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := tr.Check(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return tr
+}
+
+// openNode opens an engine in dir whose segments are small (so that a
+// few hundred KiB make many sealed segments) with a tier on cfg, whose
+// identity file is in dir unless cfg names one.
+func openNode(t *testing.T, dir string, cfg tier.Config, o engine.Options) *node {
+	t.Helper()
+	if cfg.IDFile == "" {
+		cfg.IDFile = filepath.Join(dir, "tier-id")
+	}
+	tr := newTier(t, cfg)
 	if o.MinSegmentSize == 0 {
 		o.MinSegmentSize, o.MaxSegmentSize = 4<<10, 32<<10
 	}
@@ -158,9 +176,9 @@ func TestUploadEvictRestart(t *testing.T) {
 	before := n.segFiles()
 	// Now a budget of 64 KiB: nearly everything goes.
 	n.tier.Close()
+	cfg = n.cfg
 	cfg.LocalBudget = 64 << 10
-	tr, _ := tier.New(cfg)
-	n.restartWith(tr)
+	n.restartWith(newTier(t, cfg))
 	n.sync()
 	st = n.tier.Stats()
 	if st.Evictions == 0 || st.LocalBytes == 0 {
@@ -316,7 +334,7 @@ func TestCreateOnly(t *testing.T) {
 		}
 		return true
 	})
-	key := fmt.Sprintf("ds/seg/%016x-%x/%020d-%d", first.CreatedAt, first.StreamID, uint64(first.Base), first.Len)
+	key := fmt.Sprintf("ds/seg/%s/%016x-%x/%020d-%d", n.tier.ID(), first.CreatedAt, first.StreamID, uint64(first.Base), first.Len)
 	cl := s3.Client(t)
 	planted := bytes.Repeat([]byte("X"), int(first.Len))
 	if _, err := cl.PutObject(ctx, s3.Bucket, key, bytes.NewReader(planted), first.Len, minio.PutObjectOptions{}); err != nil {
@@ -401,7 +419,7 @@ func TestDeleteAndExpiry(t *testing.T) {
 	}
 	var inc []string
 	n.eng.Segments(func(in engine.SegmentInfo) bool {
-		inc = append(inc, fmt.Sprintf("ds/seg/%016x-%x/", in.CreatedAt, in.StreamID))
+		inc = append(inc, fmt.Sprintf("ds/seg/%s/%016x-%x/", n.tier.ID(), in.CreatedAt, in.StreamID))
 		return false
 	})
 	for _, k := range objects(t, cl, s3.Bucket, "ds/seg/") {
@@ -431,7 +449,34 @@ func TestRestore(t *testing.T) {
 	})
 	old.eng.Close()
 
-	fresh := openNode(t, t.TempDir(), cfg, engine.Options{})
+	// A new data directory on the prefix without restoring refuses it,
+	// and changes nothing.
+	cl := s3.Client(t)
+	before := bucketState(t, cl, s3.Bucket, "ds/")
+	freshDir := t.TempDir()
+	fcfg := cfg
+	fcfg.IDFile = filepath.Join(freshDir, "tier-id")
+	tr, err := tier.New(fcfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.Check(ctx); !errors.Is(err, tier.ErrPrefixInUse) {
+		t.Fatalf("a new data directory on a prefix that holds objects: Check %v, want ErrPrefixInUse", err)
+	}
+	if _, err := os.Stat(fcfg.IDFile); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("identity file after the refusal: %v", err)
+	}
+	if after := bucketState(t, cl, s3.Bucket, "ds/"); !maps.Equal(after, before) {
+		t.Fatalf("the refusal changed the bucket: %d objects before, %d after", len(before), len(after))
+	}
+	// Restoring, it takes the prefix; its first round, a sweep with no
+	// stream yet, deletes nothing the old data directory wrote.
+	fcfg.Restore = true
+	fresh := openNode(t, freshDir, fcfg, engine.Options{})
+	fresh.sync()
+	if after := bucketState(t, cl, s3.Bucket, "ds/"); !maps.Equal(after, before) {
+		t.Fatalf("a new data directory's sweep changed the bucket: %d objects before, %d after", len(before), len(after))
+	}
 	got, err := fresh.tier.Restore(ctx, fresh.eng)
 	if err != nil || got != 2 {
 		t.Fatalf("restore: %d streams, %v", got, err)
@@ -453,6 +498,25 @@ func TestRestore(t *testing.T) {
 	}
 	fresh.restart()
 	fresh.mustRead("r/json", js, "restored, after restart")
+	now := bucketState(t, cl, s3.Bucket, "ds/seg/")
+	for k := range before {
+		if _, ok := now[k]; !ok && strings.HasPrefix(k, "ds/seg/") {
+			t.Fatalf("restored history %s was deleted", k)
+		}
+	}
+}
+
+// bucketState is every object under prefix: key -> ETag.
+func bucketState(t *testing.T, cl *minio.Client, bucket, prefix string) map[string]string {
+	t.Helper()
+	m := map[string]string{}
+	for oi := range cl.ListObjects(context.Background(), bucket, minio.ListObjectsOptions{Prefix: prefix, Recursive: true}) {
+		if oi.Err != nil {
+			t.Fatal(oi.Err)
+		}
+		m[oi.Key] = oi.ETag
+	}
+	return m
 }
 
 func cacheFiles(t *testing.T, dir string) (n int, bytes int64) {
@@ -526,12 +590,10 @@ func TestReadCache(t *testing.T) {
 
 	// A small cache: bounded, least recently used out.
 	n.tier.Close()
+	cfg = n.cfg
 	cfg.CacheBytes = 64 << 10
 	cfg.LocalBudget = 128 << 10
-	tr, err := tier.New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	tr := newTier(t, cfg)
 	if files, _ := cacheFiles(t, cacheDir); files != 0 {
 		t.Fatalf("%d cache files left for a new Tier", files)
 	}
@@ -594,4 +656,284 @@ func TestReadCacheLargeObject(t *testing.T) {
 	if st2 := n.tier.Stats(); st2.RemoteReads != st.RemoteReads {
 		t.Fatalf("reads with the object cached went to the bucket: %d range GETs", st2.RemoteReads-st.RemoteReads)
 	}
+}
+
+// TestIdleStreamSealed: a stream appended to once and then left idle has
+// its bytes uploaded once its segment is older than SealAfter (the scan
+// seals it), not only at its next append; the next append starts a new
+// segment, and a restart changes neither (nothing uploaded again).
+func TestIdleStreamSealed(t *testing.T) {
+	s3 := s3test.Start(t)
+	cfg := tierConfig(s3, s3.Endpoint)
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func() { mu.Lock(); now = now.Add(2 * time.Minute); mu.Unlock() }
+	n := openNode(t, t.TempDir(), cfg, engine.Options{Clock: clock, SealAfter: time.Minute})
+	ctx := context.Background()
+	n.eng.Create(ctx, "idle", engine.CreateOptions{ContentType: "text/plain"})
+	if _, err := n.eng.Append(ctx, "idle", []byte("once\n"), engine.AppendOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	n.sync()
+	cl := s3.Client(t)
+	if st := n.tier.Stats(); st.Uploads != 0 {
+		t.Fatalf("uploaded before SealAfter: %+v", st)
+	}
+	advance()
+	n.sync()
+	segs := objects(t, cl, s3.Bucket, "ds/seg/")
+	if st := n.tier.Stats(); st.Uploads != 1 || len(segs) != 1 {
+		t.Fatalf("an idle stream past SealAfter: %+v, objects %v; want its bytes uploaded", st, segs)
+	}
+	obj, err := cl.GetObject(ctx, s3.Bucket, segs[0], minio.GetObjectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(obj)
+	obj.Close()
+	if err != nil || string(got) != "once\n" {
+		t.Fatalf("uploaded %q, %v", got, err)
+	}
+	if _, err := n.eng.Append(ctx, "idle", []byte("twice\n"), engine.AppendOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	n.restart()
+	n.sync()
+	if st := n.tier.Stats(); st.Uploads != 0 {
+		t.Fatalf("after a restart: %+v; the sealed segment was laid out again", st)
+	}
+	advance()
+	n.sync()
+	if segs := objects(t, cl, s3.Bucket, "ds/seg/"); len(segs) != 2 {
+		t.Fatalf("objects %v after the second segment aged, want 2", segs)
+	}
+	n.mustRead("idle", "once\ntwice\n", "after the seals")
+}
+
+// TestRangeGetChecked: a range GET answered with other bytes than those
+// asked for (a proxy that drops Range: the whole object, 200) fails the
+// read, as a bucket that is down does (503 with Retry-After over HTTP),
+// never serving the object's first bytes as if they were at the offset;
+// a whole object asked for whole is still read.
+func TestRangeGetChecked(t *testing.T) {
+	s3 := s3test.Start(t)
+	px := s3test.NewProxy(t, s3.Endpoint)
+	px.SignWith(s3.AccessKey, s3.SecretKey)
+	cfg := tierConfig(s3, px.Endpoint)
+	cfg.LocalBudget = 1
+	n := openNode(t, t.TempDir(), cfg, engine.Options{})
+	text, _ := n.fill("t", "j", 1000)
+	n.sync()
+	n.eng.Checkpoint()
+	var ev engine.SegmentInfo
+	n.eng.Segments(func(in engine.SegmentInfo) bool {
+		if in.Path == "t" && in.Remote != "" && in.Len > 100 {
+			ev = in
+			return false
+		}
+		return true
+	})
+	if ev.Remote == "" {
+		t.Fatal("no evicted segment")
+	}
+	readAt := func(off engine.Offset, max int64) (string, error) {
+		c, err := n.eng.Read("t", engine.At(off), engine.ReadOptions{MaxBytes: max})
+		if err != nil {
+			return "", err
+		}
+		defer c.Release()
+		return string(c.Bytes()), nil
+	}
+	px.SetModeFor(http.MethodGet, s3test.StripRange)
+	mid := ev.Base + 10
+	if got, err := readAt(mid, 50); !errors.Is(err, engine.ErrUnavailable) {
+		t.Fatalf("read inside an evicted segment with Range dropped: %q, %v; want ErrUnavailable", got, err)
+	}
+	if got, err := readAt(ev.Base, ev.Len); err != nil || got != text[ev.Base:int64(ev.Base)+ev.Len] {
+		t.Fatalf("whole evicted segment with Range dropped: %d bytes, %v", len(got), err)
+	}
+	srv, err := server.New(n.eng, server.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(srv)
+	defer hs.Close()
+	resp, err := http.Get(fmt.Sprintf("%s/v1/stream/t?offset=%s", hs.URL, mid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("HTTP read inside an evicted segment with Range dropped: %d %q (Retry-After %q)", resp.StatusCode, body, resp.Header.Get("Retry-After"))
+	}
+	px.SetModeFor(http.MethodGet, s3test.Pass)
+	if got, err := readAt(mid, 50); err != nil || got != text[mid:mid+50] {
+		t.Fatalf("with Range passed again: %q, %v", got, err)
+	}
+}
+
+// putLog records when each PUT of an S3 client began.
+type putLog struct {
+	next http.RoundTripper
+	mu   sync.Mutex
+	puts []loggedPut
+}
+
+type loggedPut struct {
+	path string
+	at   time.Time
+}
+
+func (l *putLog) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Method == http.MethodPut {
+		l.mu.Lock()
+		l.puts = append(l.puts, loggedPut{r.URL.Path, time.Now()})
+		l.mu.Unlock()
+	}
+	return l.next.RoundTrip(r)
+}
+
+// retryLog records the tier's failed rounds: when each was logged, and
+// the wait it logged before the next one (its retry_in).
+type retryLog struct {
+	mu    sync.Mutex
+	at    []time.Time
+	waits []time.Duration
+}
+
+func (h *retryLog) Enabled(context.Context, slog.Level) bool { return true }
+func (h *retryLog) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *retryLog) WithGroup(string) slog.Handler            { return h }
+
+func (h *retryLog) Handle(_ context.Context, r slog.Record) error {
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "retry_in" {
+			h.mu.Lock()
+			h.at = append(h.at, r.Time)
+			h.waits = append(h.waits, a.Value.Duration())
+			h.mu.Unlock()
+		}
+		return true
+	})
+	return nil
+}
+
+// TestUploadBackoff: with every PUT answered 503, the tier's loop retries
+// its rounds after waits that double from the scan interval up to the
+// cap, each round's first PUT coming that long after the last round
+// failed; once the bucket takes PUTs again, the upload goes through.
+func TestUploadBackoff(t *testing.T) {
+	s3 := s3test.Start(t)
+	px := s3test.NewProxy(t, s3.Endpoint)
+	cfg := tierConfig(s3, px.Endpoint)
+	const scan, maxWait = 100 * time.Millisecond, 800 * time.Millisecond
+	cfg.ScanInterval, cfg.MaxBackoff = scan, maxWait
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.Proxy = nil
+	puts := &putLog{next: tr}
+	retries := &retryLog{}
+	cfg.Transport, cfg.Logger = puts, slog.New(retries)
+	n := openNode(t, t.TempDir(), cfg, engine.Options{})
+	ctx := context.Background()
+	n.eng.Create(ctx, "s", engine.CreateOptions{ContentType: "text/plain"})
+	for range 20 {
+		n.eng.Append(ctx, "s", bytes.Repeat([]byte("s"), 1000), engine.AppendOptions{})
+	}
+	px.SetModeFor(http.MethodPut, s3test.Fail503)
+	n.tier.Start(n.eng)
+	t.Cleanup(n.tier.Close)
+
+	want := []time.Duration{scan, 2 * scan, 4 * scan, maxWait, maxWait}
+	var gaps []time.Duration
+	for deadline := time.Now().Add(20 * time.Second); len(gaps) < len(want); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("failed rounds not seen: gaps %v so far", gaps)
+		}
+		retries.mu.Lock()
+		at := slices.Clone(retries.at)
+		retries.mu.Unlock()
+		puts.mu.Lock()
+		gaps = gaps[:0]
+		for _, failed := range at {
+			// The next round's first PUT of the segment.
+			if i := slices.IndexFunc(puts.puts, func(p loggedPut) bool {
+				return p.at.After(failed) && strings.Contains(p.path, "/ds/seg/")
+			}); i >= 0 {
+				gaps = append(gaps, puts.puts[i].at.Sub(failed))
+			}
+		}
+		puts.mu.Unlock()
+	}
+	retries.mu.Lock()
+	waits := slices.Clone(retries.waits[:len(want)])
+	retries.mu.Unlock()
+	if !slices.Equal(waits, want) {
+		t.Fatalf("waits after failed rounds %v, want %v", waits, want)
+	}
+	for i, g := range gaps[:len(want)] {
+		// Never sooner; later by at most a loaded machine's delay.
+		if g < want[i] || g > want[i]+300*time.Millisecond {
+			t.Fatalf("the first PUT of each round came %v after the last round failed, want about %v", gaps[:len(want)], want)
+		}
+	}
+	t.Logf("first PUT of each round after the last one failed: %v", gaps[:len(want)])
+	if st := n.tier.Stats(); st.Uploads != 0 {
+		t.Fatalf("uploads with every PUT failing: %+v", st)
+	}
+
+	px.SetModeFor(http.MethodPut, s3test.Pass)
+	cl := s3.Client(t)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if m := objects(t, cl, s3.Bucket, "ds/manifest/"); len(m) == 1 && n.tier.Stats().Uploads > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nothing uploaded after the bucket took PUTs again: %+v", n.tier.Stats())
+		}
+	}
+}
+
+// TestAppendsWhileUploadsHang: with every PUT held by the bucket, the
+// tier's loop keeps failing rounds, and appends (which seal segment after
+// segment) each complete promptly; once PUTs go through, uploads follow.
+func TestAppendsWhileUploadsHang(t *testing.T) {
+	s3 := s3test.Start(t)
+	px := s3test.NewProxy(t, s3.Endpoint)
+	cfg := tierConfig(s3, px.Endpoint)
+	cfg.ScanInterval, cfg.MaxBackoff, cfg.RequestTimeout = 50*time.Millisecond, 200*time.Millisecond, time.Second
+	n := openNode(t, t.TempDir(), cfg, engine.Options{})
+	px.SetModeFor(http.MethodPut, s3test.Hang)
+	n.tier.Start(n.eng)
+	t.Cleanup(n.tier.Close)
+	ctx := context.Background()
+	n.eng.Create(ctx, "a", engine.CreateOptions{ContentType: "text/plain"})
+	var want strings.Builder
+	var slowest time.Duration
+	for i := 0; i < 300; i++ {
+		p := fmt.Sprintf("%04d %s\n", i, strings.Repeat("a", 1000))
+		start := time.Now()
+		if _, err := n.eng.Append(ctx, "a", []byte(p), engine.AppendOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		slowest = max(slowest, time.Since(start))
+		want.WriteString(p)
+		time.Sleep(10 * time.Millisecond)
+	}
+	if slowest > 2*time.Second {
+		t.Fatalf("an append took %v with the bucket holding PUTs", slowest)
+	}
+	if px.Count(http.MethodPut) == 0 || n.tier.Stats().Uploads != 0 {
+		t.Fatalf("no PUT was held (%d PUTs, %+v)", px.Count(http.MethodPut), n.tier.Stats())
+	}
+	t.Logf("slowest of 300 appends with PUTs held: %v", slowest)
+	px.SetModeFor(http.MethodPut, s3test.Pass)
+	for deadline := time.Now().Add(10 * time.Second); n.tier.Stats().Uploads == 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("nothing uploaded once PUTs went through: %+v", n.tier.Stats())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	n.mustRead("a", want.String(), "after the hang")
 }

@@ -76,7 +76,7 @@ func (t *Tier) scan() ([]*streamSegs, error) {
 	err := t.eng.Load().Segments(func(in engine.SegmentInfo) bool {
 		ss := byID[in.StreamID]
 		if ss == nil {
-			ss = &streamSegs{path: in.Path, id: in.StreamID, inc: incarnation(in.CreatedAt, in.StreamID),
+			ss = &streamSegs{path: in.Path, id: in.StreamID, inc: t.incarnation(in.CreatedAt, in.StreamID),
 				contentType: in.ContentType, fork: in.Fork, deleted: in.Deleted}
 			byID[in.StreamID] = ss
 			out = append(out, ss)

@@ -39,9 +39,9 @@ func (tf *tierFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&tf.tls, "s3-tls", true, "object-storage tier: HTTPS to the endpoint (--s3-tls=false for a local plain-HTTP server)")
 	fs.StringVar(&tf.localBudget, "local-budget", "", "object-storage tier: most bytes of stream segment files kept on local disk, e.g. 512MiB; past it the coldest segments safely in the bucket are evicted and read back from it (empty: keep all, the bucket is a copy)")
 	fs.StringVar(&tf.readCache, "s3-read-cache", "", "object-storage tier: how much of --local-budget keeps evicted bytes read back from the bucket (in <data-dir>/tier-cache, least recently used dropped first), e.g. 128MiB; 0: none (empty: a quarter of the budget)")
-	fs.DurationVar(&tf.sealAfter, "seal-after", 10*time.Minute, "object-storage tier: an append to a segment older than this starts a new one, so the old one is sealed and uploaded: it bounds the history that exists only on local disk")
+	fs.DurationVar(&tf.sealAfter, "seal-after", 10*time.Minute, "object-storage tier: a stream's last segment older than this is sealed and uploaded (the next append starts a new one): it bounds the history that exists only on local disk")
 	fs.DurationVar(&tf.scanInterval, "s3-scan-interval", 5*time.Second, "object-storage tier: how often sealed segments are looked for (a scan visits every stream)")
-	fs.BoolVar(&tf.restore, "s3-restore", false, "object-storage tier: at start, restore every stream in the bucket that is not on local disk (disaster recovery onto a new machine)")
+	fs.BoolVar(&tf.restore, "s3-restore", false, "object-storage tier: at start, restore every stream in the bucket that is not on local disk (disaster recovery onto a new machine; a new data directory refuses a prefix that holds objects without it)")
 }
 
 func (tf *tierFlags) enabled() bool { return tf.bucket != "" }
@@ -59,7 +59,8 @@ func (tf *tierFlags) newTier(durability, dataDir string, opts *engine.Options, l
 		return nil, errors.New("the object-storage tier needs --durability sync")
 	}
 	cfg := tier.Config{Endpoint: tf.endpoint, Bucket: tf.bucket, Prefix: tf.prefix, Region: tf.region,
-		AccessKey: tf.accessKey, SecretKey: tf.secretKey, TLS: tf.tls, ScanInterval: tf.scanInterval, Logger: log}
+		AccessKey: tf.accessKey, SecretKey: tf.secretKey, TLS: tf.tls, ScanInterval: tf.scanInterval, Logger: log,
+		IDFile: filepath.Join(dataDir, "tier-id"), Restore: tf.restore}
 	if cfg.AccessKey == "" {
 		cfg.AccessKey = os.Getenv("AWS_ACCESS_KEY_ID")
 	}
@@ -91,12 +92,15 @@ func (tf *tierFlags) newTier(durability, dataDir string, opts *engine.Options, l
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	if err := t.Check(ctx); err != nil {
+		if errors.Is(err, tier.ErrPrefixInUse) {
+			return nil, fmt.Errorf("%w: to serve the streams stored there (a replaced disk), start with --s3-restore; to start afresh, use another --s3-prefix (or empty this one first)", err)
+		}
 		return nil, err
 	}
 	opts.Remote = t
 	opts.OnRemove = t.Removed
 	opts.SealAfter = tf.sealAfter
-	log.Info("object-storage tier on", "endpoint", cfg.Endpoint, "bucket", cfg.Bucket, "prefix", cfg.Prefix,
+	log.Info("object-storage tier on", "endpoint", cfg.Endpoint, "bucket", cfg.Bucket, "prefix", cfg.Prefix, "id", t.ID(),
 		"tls", cfg.TLS, "local_budget", cfg.LocalBudget, "read_cache", cfg.CacheBytes, "seal_after", tf.sealAfter)
 	return t, nil
 }

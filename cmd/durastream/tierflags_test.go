@@ -1,11 +1,20 @@
 package main
 
 import (
+	"context"
+	"errors"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/minio/minio-go/v7"
 
 	"github.com/durastream/durastream/engine"
+	"github.com/durastream/durastream/tier"
+	"github.com/durastream/durastream/tier/s3test"
 )
 
 // The tier's flags refuse what cannot work, with a message that says why,
@@ -39,5 +48,45 @@ func TestTierFlagErrors(t *testing.T) {
 	}
 	if tr, err := (&tierFlags{}).newTier("sync", t.TempDir(), &engine.Options{}, log); tr != nil || err != nil {
 		t.Errorf("no tier flags: %v %v, want the tier off", tr, err)
+	}
+}
+
+// TestTierRefusesUsedPrefix: a new data directory on a prefix that holds
+// objects refuses to start, saying what to do, and changes nothing; with
+// --s3-restore it starts, and from then on without it too.
+func TestTierRefusesUsedPrefix(t *testing.T) {
+	s3 := s3test.Start(t)
+	cl := s3.Client(t)
+	ctx := context.Background()
+	const key = "durastream/seg/0123456789abcdef/0000000000000001-1/00000000000000000000-5"
+	if _, err := cl.PutObject(ctx, s3.Bucket, key, strings.NewReader("hello"), 5, minio.PutObjectOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	log := slog.New(slog.DiscardHandler)
+	dir := t.TempDir()
+	tf := tierFlags{endpoint: s3.Endpoint, bucket: s3.Bucket, prefix: "durastream/", accessKey: s3.AccessKey,
+		secretKey: s3.SecretKey, sealAfter: time.Minute, scanInterval: time.Second}
+	_, err := tf.newTier("sync", dir, &engine.Options{}, log)
+	if !errors.Is(err, tier.ErrPrefixInUse) || !strings.Contains(err.Error(), "--s3-restore") || !strings.Contains(err.Error(), "--s3-prefix") {
+		t.Fatalf("a new data directory on a used prefix: %v", err)
+	}
+	if _, err := cl.StatObject(ctx, s3.Bucket, key, minio.StatObjectOptions{}); err != nil {
+		t.Fatalf("the object after the refusal: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "tier-id")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("identity after the refusal: %v", err)
+	}
+	other := tf
+	other.prefix = "elsewhere/"
+	if _, err := other.newTier("sync", t.TempDir(), &engine.Options{}, log); err != nil {
+		t.Fatalf("another prefix: %v", err)
+	}
+	tf.restore = true
+	if _, err := tf.newTier("sync", dir, &engine.Options{}, log); err != nil {
+		t.Fatalf("with --s3-restore: %v", err)
+	}
+	tf.restore = false
+	if _, err := tf.newTier("sync", dir, &engine.Options{}, log); err != nil {
+		t.Fatalf("a data directory that took the prefix, restarted: %v", err)
 	}
 }

@@ -9,7 +9,8 @@
 // targets).
 //
 // NewProxy forwards to such a server unchanged and can be told to answer
-// 503, drop connections or hold requests, per HTTP method.
+// 503, drop connections, hold requests or drop their Range header, per
+// HTTP method.
 //
 // One versitygw behaviour to allow for: a create-only PUT (If-None-Match: *)
 // of an existing key is refused with 412 before the body is read, and the

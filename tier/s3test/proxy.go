@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/minio/minio-go/v7/pkg/signer"
 )
 
 // Mode is what the proxy does with a request.
@@ -28,6 +30,11 @@ const (
 	// net/http notices that only once the body is read: it stays held
 	// until a mode change or the proxy's cleanup.
 	Hang
+	// StripRange forwards the request without its Range header, as a proxy
+	// that does not pass it on would: a ranged GET is answered with the
+	// whole object and 200. S3 signatures cover Range, so the request is
+	// signed again with the keys given to SignWith.
+	StripRange
 )
 
 func (m Mode) String() string {
@@ -40,6 +47,8 @@ func (m Mode) String() string {
 		return "Refuse"
 	case Hang:
 		return "Hang"
+	case StripRange:
+		return "StripRange"
 	}
 	return fmt.Sprintf("Mode(%d)", int(m))
 }
@@ -62,6 +71,8 @@ type Proxy struct {
 	changed  chan struct{} // closed and replaced on every mode change
 	counts   map[string]int64
 	ended    bool // no t.Logf once the test is over
+
+	accessKey, secretKey string // SignWith
 }
 
 // NewProxy starts a proxy to target ("host:port", plain HTTP) on a free
@@ -124,6 +135,13 @@ func (p *Proxy) SetModeFor(method string, m Mode) {
 	p.notifyLocked()
 }
 
+// SignWith gives the keys StripRange signs requests with again.
+func (p *Proxy) SignWith(accessKey, secretKey string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.accessKey, p.secretKey = accessKey, secretKey
+}
+
 // Count returns how many requests of method ("" for all) the proxy has
 // received, whatever their mode.
 func (p *Proxy) Count(method string) int64 {
@@ -184,9 +202,22 @@ func (p *Proxy) serve(w http.ResponseWriter, r *http.Request) {
 			panic(http.ErrAbortHandler)
 		}
 		conn.Close()
+	case StripRange:
+		p.rp.ServeHTTP(w, p.unranged(r))
 	default:
 		p.rp.ServeHTTP(w, r)
 	}
+}
+
+// unranged is r without its Range header, signed again (SignWith).
+func (p *Proxy) unranged(r *http.Request) *http.Request {
+	r = r.Clone(r.Context())
+	r.Header.Del("Range")
+	r.Header.Del("Authorization")
+	p.mu.Lock()
+	access, secret := p.accessKey, p.secretKey
+	p.mu.Unlock()
+	return signer.SignV4(*r, access, secret, "", Region)
 }
 
 // writeSlowDown answers like S3 does when it sheds load.
