@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/durastream/durastream/pathglob"
 	"github.com/golang-jwt/jwt/v5"
 )
 
@@ -407,5 +408,45 @@ func TestJWKSHangs(t *testing.T) {
 				t.Errorf("Close took %v during a hanging refresh", took)
 			}
 		})
+	}
+}
+
+// Grants.Covers: a grant for every path a pattern can match, with the
+// reserved __ds namespace covered only when spelled out.
+func TestGrantsCovers(t *testing.T) {
+	g, err := Claim{Read: []string{"logs/**", "chat/*/msgs", "**"}, Append: []string{"__ds/**"}}.Compile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		op      Op
+		pattern string
+		want    bool
+	}{
+		{OpRead, "logs/**", true},
+		{OpRead, "logs/*/x", true},
+		{OpRead, "chat/*/msgs", true},
+		{OpRead, "chat/**", true},       // by **
+		{OpRead, "__ds/subs/*", false},  // ** does not spell __ds out
+		{OpAppend, "__ds/subs/*", true}, // __ds/** does
+		{OpAppend, "logs/*", false},     // another op
+		{OpDelete, "logs/*", false},
+	} {
+		q, err := pathglob.Parse(c.pattern)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := g.Covers(c.op, q); got != c.want {
+			t.Errorf("%s %s: covered %v, want %v", c.op, c.pattern, got, c.want)
+		}
+	}
+	narrow, _ := Claim{Read: []string{"logs/*"}}.Compile()
+	q, _ := pathglob.Parse("logs/**")
+	if narrow.Covers(OpRead, q) {
+		t.Error("logs/* covers logs/**")
+	}
+	var none *Grants
+	if none.Covers(OpRead, q) {
+		t.Error("nil grants cover something")
 	}
 }

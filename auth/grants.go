@@ -125,6 +125,23 @@ func (g *Grants) allows(op Op, segs []string) bool {
 	return false
 }
 
+// Covers reports whether one of g's patterns for op matches every path q
+// can match (pathglob's Covers): a grant for a pattern rather than a path,
+// e.g. what a subscription watches. A q under the reserved __ds namespace
+// is covered only by a pattern that spells __ds out, as in Allows.
+func (g *Grants) Covers(op Op, q pathglob.Pattern) bool {
+	if g == nil || op >= numOps {
+		return false
+	}
+	reserved := len(q) > 0 && !q[0].Any && q[0].Glob.Literal() && q[0].Glob[0] == "__ds"
+	for _, p := range g.paths[op] {
+		if p.Covers(q) && (!reserved || (len(p) > 0 && !p[0].Any && p[0].Glob.Literal())) {
+			return true
+		}
+	}
+	return false
+}
+
 // Ops reports whether g grants /health and /metrics.
 func (g *Grants) Ops() bool { return g != nil && g.ops }
 

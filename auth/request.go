@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+
+	"github.com/durastream/durastream/pathglob"
 )
 
 // Need is one permission a request needs.
@@ -81,6 +83,18 @@ func presented(r *http.Request) (credential, bool) {
 	}
 	c.signed, c.expires, c.signature = true, e[0], s[0]
 	return c, true
+}
+
+// Covers reports whether the request's token grants op on every path q
+// can match (Grants.Covers). Anonymous grants and signed URLs grant paths,
+// never patterns, and do not count.
+func (a *Authenticator) Covers(r *http.Request, op Op, q pathglob.Pattern) bool {
+	c, ok := presented(r)
+	if !ok || c.bad != "" || c.token == "" {
+		return false
+	}
+	g, err := a.Verify(c.token)
+	return err == nil && g.Covers(op, q)
 }
 
 // Check decides a request that needs all of needs. With token

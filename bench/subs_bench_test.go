@@ -58,7 +58,7 @@ func BenchmarkHandlerAppendSubs(b *testing.B) {
 			s, m := newSubsBenchSrv(b)
 			for i := range n {
 				body := fmt.Sprintf(`{"type":"webhook","pattern":"subs-%d/*","webhook":{"url":"https://hooks.example.com/%d"}}`, i, i)
-				if _, _, err := m.Put("s"+strconv.Itoa(i), []byte(body), "http://bench/v1/stream/"); err != nil {
+				if _, _, err := m.Put("s"+strconv.Itoa(i), []byte(body), "http://bench/v1/stream/", nil); err != nil {
 					b.Fatal(err)
 				}
 			}
@@ -96,7 +96,7 @@ func BenchmarkWebhookWake(b *testing.B) {
 	}))
 	defer rc.Close()
 	s, m := newSubsBenchSrv(b)
-	if _, _, err := m.Put("wh", []byte(`{"type":"webhook","pattern":"w/*","webhook":{"url":"`+rc.URL+`"}}`), "http://bench/v1/stream/"); err != nil {
+	if _, _, err := m.Put("wh", []byte(`{"type":"webhook","pattern":"w/*","webhook":{"url":"`+rc.URL+`"}}`), "http://bench/v1/stream/", nil); err != nil {
 		b.Fatal(err)
 	}
 	s.create(b, "/v1/stream/w/1", octet)
@@ -151,7 +151,7 @@ func waitIdle(b *testing.B, m *subs.Manager, id, p, tail string) {
 func BenchmarkPullWakeRoundTrip(b *testing.B) {
 	s, m := newSubsBenchSrv(b)
 	s.create(b, "/v1/stream/wake/pool", "application/json")
-	if _, _, err := m.Put("pw", []byte(`{"type":"pull-wake","pattern":"p/*","wake_stream":"wake/pool"}`), "http://bench/v1/stream/"); err != nil {
+	if _, _, err := m.Put("pw", []byte(`{"type":"pull-wake","pattern":"p/*","wake_stream":"wake/pool"}`), "http://bench/v1/stream/", nil); err != nil {
 		b.Fatal(err)
 	}
 	s.create(b, "/v1/stream/p/1", octet)

@@ -120,3 +120,140 @@ func (p Pattern) Match(segs []string) bool {
 
 // MatchPath reports whether the /-separated path matches p.
 func (p Pattern) MatchPath(path string) bool { return p.Match(strings.Split(path, "/")) }
+
+// Covers reports whether p matches every path that q matches: whether a
+// grant of p allows all that a pattern q can reach. It is exact.
+//
+// Two facts make it decidable by walking q once. A glob G matches every
+// string a glob g matches exactly when G matches the text of g with its *s
+// read as characters: G has no literal *, so its literal parts can only
+// fall on literal parts of g, and its *s take the rest; and that text is
+// itself one of g's strings. So the text of each segment of q stands for
+// all its strings, and "*" for the any-string segments of a **. Walking p
+// as an automaton over such segments gives, for each choice of how many
+// segments each ** of q takes, the set of p's positions that every path of
+// that shape reaches; q is covered when each of these sets reaches p's
+// end. The sets a ** yields stop changing after len(p)+1 segments, and
+// only the minimal sets matter (more positions never match less).
+func (p Pattern) Covers(q Pattern) bool {
+	if allAny(q) { // ** alone matches no segments, which no path is
+		q = Pattern{{Glob: Glob{"", ""}}, {Any: true}}
+	}
+	start := newPosSet(len(p))
+	start.add(0)
+	family := []posSet{p.closure(start)}
+	budget := coverBudget
+	for _, seg := range q {
+		var next []posSet
+		if seg.Any {
+			for _, s := range family {
+				for range len(p) + 2 {
+					next = insertMinimal(next, s, &budget)
+					t := p.step("*", s)
+					if t.equal(s) {
+						break
+					}
+					s = t
+				}
+			}
+		} else {
+			text := strings.Join(seg.Glob, "*")
+			for _, s := range family {
+				next = insertMinimal(next, p.step(text, s), &budget)
+			}
+		}
+		if budget < 0 {
+			return false // a pathological pair: refuse rather than spend
+		}
+		family = next
+	}
+	for _, s := range family {
+		if !s.has(len(p)) {
+			return false
+		}
+	}
+	return true
+}
+
+// coverBudget bounds the set comparisons of one Covers; real grants and
+// patterns need a few dozen.
+const coverBudget = 1 << 20
+
+// insertMinimal adds s to the antichain sets unless a set there is a
+// subset of s, and drops the sets that s is a subset of; it charges the
+// comparisons to budget.
+func insertMinimal(sets []posSet, s posSet, budget *int) []posSet {
+	*budget -= len(sets)
+	for _, t := range sets {
+		if t.subset(s) {
+			return sets
+		}
+	}
+	out := sets[:0]
+	for _, t := range sets {
+		if !s.subset(t) {
+			out = append(out, t)
+		}
+	}
+	return append(out, s)
+}
+
+func allAny(q Pattern) bool {
+	for _, s := range q {
+		if !s.Any {
+			return false
+		}
+	}
+	return true
+}
+
+// posSet is a set of positions in a pattern: i means p[:i] has matched.
+type posSet []uint64
+
+func newPosSet(n int) posSet { return make(posSet, n/64+1) }
+
+func (s posSet) add(i int)      { s[i/64] |= 1 << (i % 64) }
+func (s posSet) has(i int) bool { return s[i/64]&(1<<(i%64)) != 0 }
+
+func (s posSet) equal(t posSet) bool {
+	for i := range s {
+		if s[i] != t[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func (s posSet) subset(t posSet) bool {
+	for i := range s {
+		if s[i]&^t[i] != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// closure adds the positions after each ** in s (a ** may match nothing).
+func (p Pattern) closure(s posSet) posSet {
+	for i, seg := range p {
+		if seg.Any && s.has(i) {
+			s.add(i + 1)
+		}
+	}
+	return s
+}
+
+// step is where one segment seg takes the positions in s.
+func (p Pattern) step(seg string, s posSet) posSet {
+	t := newPosSet(len(p))
+	for i, ps := range p {
+		switch {
+		case !s.has(i):
+		case ps.Any:
+			t.add(i)
+		case ps.Glob.Match(seg):
+			t.add(i + 1)
+		}
+	}
+	return p.closure(t)
+}

@@ -95,3 +95,158 @@ func FuzzMatch(f *testing.F) {
 		}
 	})
 }
+
+func TestCovers(t *testing.T) {
+	cases := []struct {
+		grant, pat string
+		want       bool
+	}{
+		// one segment: * against globs
+		{"*", "*", true},
+		{"*", "a*", true},
+		{"*", "a", true},
+		{"a*", "*", false},
+		{"a*", "ab*", true},
+		{"ab*", "a*", false},
+		{"a*b", "a*", false},
+		{"*a*", "*a", true},
+		{"*a", "*a*", false},
+		{"a*c", "a*b*c", true},
+		{"a*b*c", "a*c", false},
+		{"a*a", "a*", false},
+		{"a", "a*", false},
+		// * is one segment, ** any number (also none)
+		{"*", "**", false},
+		{"**", "**", true},
+		{"**", "a", true},
+		{"**", "a/b/**", true},
+		{"a/*", "a/**", false},  // a and a/b/c
+		{"a/**", "a/*", true},   // a/** includes a/x
+		{"a/**", "a", true},     // ** may be empty
+		{"a/**", "a/b/c", true}, // ...or many
+		{"a/*/**", "a/**", false},
+		{"a/**", "**", false},
+		{"logs/*", "logs/**", false},
+		{"logs/**", "logs/app-*/x", true},
+		{"logs/app-*/**", "logs/*/x", false},
+		// the same language written differently
+		{"*/**", "**", true}, // no path has zero segments
+		{"**/*", "*/**", true},
+		{"*/**", "**/*", true},
+		{"**/**", "a/**", true},
+		{"*/*/**", "**/*/*", true},
+		{"*/*/**", "*/**", false},
+		// ** in the middle
+		{"**/a", "**", false},
+		{"**/a", "**/a", true},
+		{"**/a", "b/**/a", true},
+		{"**/a/**", "x/a/**/y", true},
+		{"**/a/**", "x/**/y", false},
+		{"a/**/b", "a/b", true},
+		{"a/**/b", "a/**/c/b", true},
+		{"a/**/b", "a/**", false},
+		{"a/**/a", "a", false},
+		{"**/b/**", "**/b*/**", false},
+		{"**/b*/**", "**/b/**", true},
+		{"x/**/y/**", "x/y/y", true},
+	}
+	for _, c := range cases {
+		g, err := Parse(c.grant)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := Parse(c.pat)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := g.Covers(p); got != c.want {
+			t.Errorf("Parse(%q).Covers(%q) = %v, want %v", c.grant, c.pat, got, c.want)
+		}
+	}
+}
+
+// TestCoversAgainstEnumeration: Covers agrees with checking every path of
+// up to six segments. The segment values include the text of each glob
+// ("a*", "*b") and "*": the strings that stand for all the others.
+func TestCoversAgainstEnumeration(t *testing.T) {
+	vals := []string{"a", "b", "*", "a*", "*b"}
+	var paths [][]string
+	var grow func(p []string)
+	grow = func(p []string) {
+		if len(p) > 0 {
+			paths = append(paths, p)
+		}
+		if len(p) == 6 {
+			return
+		}
+		for _, v := range vals {
+			grow(append(append([]string(nil), p...), v))
+		}
+	}
+	grow(nil)
+	segs := []string{"a", "b", "*", "a*", "*b", "**"}
+	seen := map[string]bool{}
+	var pats []Pattern
+	var raws []string
+	for n := 1; n <= 3; n++ {
+		var gen func(prefix []string)
+		gen = func(prefix []string) {
+			if len(prefix) == n {
+				raw := strings.Join(prefix, "/")
+				if !seen[raw] {
+					seen[raw] = true
+					p, _ := Parse(raw)
+					pats, raws = append(pats, p), append(raws, raw)
+				}
+				return
+			}
+			for _, s := range segs {
+				gen(append(append([]string(nil), prefix...), s))
+			}
+		}
+		gen(nil)
+	}
+	match := make([][]bool, len(pats))
+	for i, p := range pats {
+		match[i] = make([]bool, len(paths))
+		for j, path := range paths {
+			match[i][j] = ref(p, path)
+		}
+	}
+	for i, g := range pats {
+		for k, q := range pats {
+			want := true
+			for j := range paths {
+				if match[k][j] && !match[i][j] {
+					want = false
+					break
+				}
+			}
+			if got := g.Covers(q); got != want {
+				t.Fatalf("Parse(%q).Covers(%q) = %v, enumeration says %v", raws[i], raws[k], got, want)
+			}
+		}
+	}
+}
+
+// TestCoversBounded: a long grant and pattern full of ** finish (with an
+// answer either way) rather than explode.
+func TestCoversBounded(t *testing.T) {
+	var gs, qs []string
+	for i := range 200 {
+		gs = append(gs, "**", "*a*")
+		qs = append(qs, "**", []string{"a", "ba", "*a"}[i%3])
+	}
+	g, err := Parse(strings.Join(gs, "/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := Parse(strings.Join(qs, "/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Covers(q)
+	if !g.Covers(g) {
+		t.Error("a pattern does not cover itself")
+	}
+}

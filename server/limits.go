@@ -35,39 +35,52 @@ import (
 //     (net/http already rejects raw ones in the request line.)
 func (s *Server) streamPath(r *http.Request) (string, error) {
 	name := strings.TrimPrefix(r.URL.Path, s.cfg.Prefix)
+	if err := s.checkPath(name, r.URL.RawPath); err != nil {
+		return "", err
+	}
+	return name, nil
+}
+
+// checkPath applies streamPath's rules to name, a path unescaped once,
+// whose form as sent is raw. RawPath is that form whenever it differs from
+// the default encoding of Path, which it does whenever %2F was sent.
+// (EscapedPath would not do: it falls back to re-encoding Path when
+// RawPath holds characters that should have been escaped, losing the %2F.)
+// Fork sources (Stream-Forked-From) go through it too.
+func (s *Server) checkPath(name, raw string) error {
 	if name == "" {
-		return "", badRequest("missing stream path")
+		return badRequest("missing stream path")
 	}
 	if len(name) > s.cfg.MaxPathBytes {
-		return "", &httpError{http.StatusRequestURITooLong,
+		return &httpError{http.StatusRequestURITooLong,
 			fmt.Sprintf("stream path exceeds %d bytes", s.cfg.MaxPathBytes)}
 	}
-	// RawPath holds the path as sent whenever it differs from the default
-	// encoding of Path, which it does whenever %2F was sent. (EscapedPath
-	// would not do: it falls back to re-encoding Path when RawPath holds
-	// characters that should have been escaped, losing the %2F.)
-	if containsFold(r.URL.RawPath, "%2f") {
-		return "", badRequest("stream path must not contain an escaped slash (%2F)")
+	if containsFold(raw, "%2f") {
+		return badRequest("stream path must not contain an escaped slash (%2F)")
 	}
 	if name == "__ds" || strings.HasPrefix(name, "__ds/") {
-		return "", &httpError{http.StatusNotFound, "the __ds namespace is reserved for control APIs; subscriptions are not enabled on this server"}
+		msg := "the __ds namespace is reserved for control APIs"
+		if s.cfg.Subscriptions == nil {
+			msg += "; subscriptions are not enabled on this server"
+		}
+		return &httpError{http.StatusNotFound, msg}
 	}
 	for seg := range strings.SplitSeq(name, "/") {
 		switch seg {
 		case "":
 			// Also keeps "//__ds/..." (which a slash-merging proxy would
 			// turn into the reserved namespace) from becoming a stream.
-			return "", badRequest("stream path must not contain empty segments")
+			return badRequest("stream path must not contain empty segments")
 		case ".", "..":
-			return "", badRequest("stream path must not contain . or .. segments")
+			return badRequest("stream path must not contain . or .. segments")
 		}
 	}
 	for i := 0; i < len(name); i++ {
 		if c := name[i]; c < 0x20 || c == 0x7f {
-			return "", badRequest("stream path must not contain control characters")
+			return badRequest("stream path must not contain control characters")
 		}
 	}
-	return name, nil
+	return nil
 }
 
 // containsFold reports whether s contains the ASCII string sub, ignoring case.

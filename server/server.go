@@ -183,18 +183,23 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// sourcePath turns a Stream-Forked-From value (a URL path, possibly with the
-// prefix) into a stream path.
+// sourcePath turns a Stream-Forked-From value (a URL or URL path, possibly
+// with the prefix) into a stream path, which must pass the rules of a
+// stream path in a request URL (checkPath): else a fork could copy what
+// no request can name, such as a subscription's state under __ds.
 func (s *Server) sourcePath(v string) (string, error) {
-	if u, err := url.Parse(v); err == nil && u.Path != "" {
-		v = u.Path
+	u, err := url.Parse(v)
+	if err != nil {
+		return "", badRequest("Stream-Forked-From must be a URL path")
 	}
-	v = strings.TrimPrefix(v, s.cfg.Prefix)
-	v = strings.TrimPrefix(v, "/")
-	if v == "" {
-		return "", badRequest("Stream-Forked-From must name a stream path")
+	name, ok := strings.CutPrefix(u.Path, s.cfg.Prefix)
+	if !ok {
+		name = strings.TrimPrefix(u.Path, "/")
 	}
-	return v, nil
+	if err := s.checkPath(name, u.RawPath); err != nil {
+		return "", badRequest("Stream-Forked-From must name a stream: " + err.Error())
+	}
+	return name, nil
 }
 
 func (s *Server) handleHealth(w http.ResponseWriter, r *http.Request) {

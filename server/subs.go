@@ -18,7 +18,9 @@ package server
 // managing subscription id needs a grant on the path
 // __ds/subscriptions/{id}: create (PUT, POST streams), read (GET), delete
 // (DELETE), append (claim); callback, ack and release carry their wake's
-// own token; jwks.json is public.
+// own token; jwks.json is public. What a subscription watches needs grants
+// too (mayWatch): it would show the paths and tails of its streams and
+// append to its wake stream.
 
 import (
 	"encoding/json"
@@ -28,6 +30,7 @@ import (
 	"strings"
 
 	"github.com/durastream/durastream/auth"
+	"github.com/durastream/durastream/pathglob"
 	"github.com/durastream/durastream/subs"
 )
 
@@ -86,8 +89,7 @@ func (s *Server) serveControl(rec *statusRecorder, r *http.Request, rest string)
 	if op != nil && s.cfg.Auth.Enabled() {
 		d := s.cfg.Auth.Check(r, auth.Need{Op: *op, Path: "__ds/subscriptions/" + id})
 		if !d.Allowed() {
-			auth.WriteChallenge(h, d)
-			controlError(rec, &subs.Error{Status: d.Status, Code: map[int]string{401: "UNAUTHORIZED", 403: "FORBIDDEN"}[d.Status], Message: d.Reason})
+			controlError(rec, refusal(h, d))
 			return
 		}
 	}
@@ -107,7 +109,9 @@ func (s *Server) serveControl(rec *statusRecorder, r *http.Request, rest string)
 	switch r.Method + " " + action {
 	case "PUT ":
 		var created bool
-		out, created, cerr = m.Put(id, body, requestOrigin(r)+s.cfg.Prefix)
+		out, created, cerr = m.Put(id, body, requestOrigin(r)+s.cfg.Prefix, func(c subs.Config) *subs.Error {
+			return s.mayWatch(h, r, c.Pattern, c.Streams, c.WakeStream)
+		})
 		if created {
 			status = http.StatusCreated
 		}
@@ -116,7 +120,9 @@ func (s *Server) serveControl(rec *statusRecorder, r *http.Request, rest string)
 	case "DELETE ":
 		cerr, status = m.Delete(id), http.StatusNoContent
 	case "POST streams":
-		cerr, status = m.AddStreams(id, body), http.StatusNoContent
+		cerr, status = m.AddStreams(id, body, func(paths []string) *subs.Error {
+			return s.mayWatch(h, r, "", paths, "")
+		}), http.StatusNoContent
 	case "DELETE streams/*":
 		cerr, status = m.RemoveStream(id, strings.Trim(streamArg, "/")), http.StatusNoContent
 	case "POST callback":
@@ -139,6 +145,44 @@ func (s *Server) serveControl(rec *statusRecorder, r *http.Request, rest string)
 		return
 	}
 	rec.WriteHeader(status)
+}
+
+// mayWatch checks, with access control on, that the caller may have a
+// subscription watch pattern and streams and append its wakes to wake
+// (any may be empty): whoever reads a subscription sees the paths and
+// tails of the streams it links. So it needs read on each explicit
+// stream, append on the wake stream, and a read grant that covers every
+// path the pattern can match.
+func (s *Server) mayWatch(h http.Header, r *http.Request, pattern string, streams []string, wake string) *subs.Error {
+	if !s.cfg.Auth.Enabled() {
+		return nil
+	}
+	var needs []auth.Need
+	for _, p := range streams {
+		needs = append(needs, auth.Need{Op: auth.OpRead, Path: p})
+	}
+	if wake != "" {
+		needs = append(needs, auth.Need{Op: auth.OpAppend, Path: wake})
+	}
+	if len(needs) > 0 {
+		if d := s.cfg.Auth.Check(r, needs...); !d.Allowed() {
+			return refusal(h, d)
+		}
+	}
+	if pattern != "" {
+		q, _ := pathglob.Parse(pattern) // valid: ParseConfig checked it
+		if !s.cfg.Auth.Covers(r, auth.OpRead, q) {
+			return refusal(h, auth.Decision{Status: http.StatusForbidden,
+				Reason: "no read grant of the token covers every stream the pattern " + pattern + " can match"})
+		}
+	}
+	return nil
+}
+
+// refusal is the error for a refused decision, with its challenge set.
+func refusal(h http.Header, d auth.Decision) *subs.Error {
+	auth.WriteChallenge(h, d)
+	return &subs.Error{Status: d.Status, Code: map[int]string{401: "UNAUTHORIZED", 403: "FORBIDDEN"}[d.Status], Message: d.Reason}
 }
 
 // controlOp is the grant a control request needs (nil: the route carries

@@ -54,16 +54,16 @@ func (s *Server) handleCreate(w http.ResponseWriter, r *http.Request, name strin
 	}
 	defer s.releaseBody(rb)
 	o.Data = rb.b
+	done := func() {}
 	if s.cfg.Subscriptions != nil {
-		s.cfg.Subscriptions.BeforeCreate(name) // linked durably before its data exists
+		done = s.cfg.Subscriptions.BeforeCreate(name) // linked durably before its data exists
 	}
 	info, created, err := s.eng.Create(r.Context(), name, o)
+	done()
+	s.notify(name)
 	if err != nil {
 		s.writeError(w, r, err)
 		return
-	}
-	if s.cfg.Subscriptions != nil {
-		s.cfg.Subscriptions.Notify(name, info.Tail)
 	}
 	setInfoHeaders(w.Header(), info)
 	if created {
@@ -101,13 +101,12 @@ func (s *Server) handleAppend(w http.ResponseWriter, r *http.Request, name strin
 		Close:       closedHeader(r),
 	})
 	if err != nil {
+		s.notify(name)
 		s.writeError(w, r, err)
 		return
 	}
 	s.metrics.appendLatency.observe(time.Since(start))
-	if s.cfg.Subscriptions != nil {
-		s.cfg.Subscriptions.Notify(name, res.Tail)
-	}
+	s.notify(name)
 	h := w.Header()
 	setTailHeaders(h, res.Tail, res.Closed)
 	if producer != nil {
@@ -123,14 +122,22 @@ func (s *Server) handleAppend(w http.ResponseWriter, r *http.Request, name strin
 
 // handleDelete serves DELETE.
 func (s *Server) handleDelete(w http.ResponseWriter, r *http.Request, name string) {
-	if err := s.eng.Delete(r.Context(), name); err != nil {
+	err := s.eng.Delete(r.Context(), name)
+	s.notify(name)
+	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	if s.cfg.Subscriptions != nil {
-		s.cfg.Subscriptions.Deleted(name)
-	}
 	w.WriteHeader(http.StatusNoContent)
+}
+
+// notify tells the subscriptions that stream name may have changed. Also
+// after an error: a write whose request ended while it was being stored
+// still took effect.
+func (s *Server) notify(name string) {
+	if s.cfg.Subscriptions != nil {
+		s.cfg.Subscriptions.Notify(name)
+	}
 }
 
 // handleHead serves HEAD: metadata, never cached, not a TTL access.

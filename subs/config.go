@@ -130,8 +130,9 @@ func ParseConfig(body []byte, devWebhooks bool) (Config, *Error) {
 		}
 	}
 	if in.LeaseTTLMs != nil {
-		d := time.Duration(*in.LeaseTTLMs) * time.Millisecond
-		if d < MinLease || d > MaxLease {
+		// In milliseconds: as a Duration a huge value would wrap around
+		// into the range.
+		if v := *in.LeaseTTLMs; v < MinLease.Milliseconds() || v > MaxLease.Milliseconds() {
 			return Config{}, badRequest("INVALID_REQUEST", "lease_ttl_ms must be from 1000 to 600000")
 		}
 		c.LeaseTTLMs = *in.LeaseTTLMs

@@ -5,10 +5,12 @@
 // scoped tokens and leases fencing stale workers.
 //
 // The server calls BeforeCreate before it creates a stream (matching
-// subscriptions link it durably first), Notify after every create and
-// append (a lock-free lookup for unlinked streams), and Deleted after a
-// delete; it maps the __ds/subscriptions routes onto Put, Get, Delete,
-// AddStreams, RemoveStream, Callback, Claim, Ack and Release.
+// subscriptions link it durably first) and its done func after, and
+// Notify after every create, append and delete (a lock-free lookup for
+// unlinked streams); it maps the __ds/subscriptions routes onto Put, Get,
+// Delete, AddStreams, RemoveStream, Callback, Claim, Ack and Release. A
+// link follows one incarnation of its stream: one deleted, expired or
+// created again starts over from its beginning (manager.go, observe).
 //
 // State lives in engine streams under __ds/subs (state.go), so it is as
 // durable as the data it describes; delivery is at least once (wake.go).

@@ -60,6 +60,15 @@ type Manager struct {
 	// every append, costs one lock-free lookup.
 	linked *xsync.MapOf[string, map[*sub]struct{}]
 	index  trie // patterns
+	// creates is held, shared, by a stream create from BeforeCreate until
+	// the create is done, and exclusively while a new subscription's
+	// pattern is indexed: a stream created meanwhile is then either
+	// created before the pattern is indexed (so the backfill lists it) or
+	// linked by BeforeCreate; never neither.
+	creates sync.RWMutex
+	// afterList, in tests only, runs when a new subscription has listed
+	// the streams its pattern matches.
+	afterList func()
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -91,6 +100,11 @@ type sub struct {
 	nextAt     time.Time                // next delivery attempt after a failure
 	deleted    bool
 	timer      *time.Timer
+	// post is held by the webhook delivery that is POSTing: one request
+	// per subscription at a time, even when a wake ends before its POST
+	// does. stopPost cuts the current wake's POST (clearWake, Delete).
+	post     sync.Mutex
+	stopPost context.CancelFunc
 }
 
 // New opens the subscriptions stored in eng and starts their timers.
@@ -108,7 +122,7 @@ func New(eng *engine.Engine, o Options) (*Manager, error) {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
 	if o.Client == nil {
-		o.Client = webhookClient(o.DevWebhooks, o.DeliveryTimeout)
+		o.Client = webhookClient(webhookDialer(o.DevWebhooks), o.DeliveryTimeout)
 	}
 	sg, err := loadSigner(o.KeyFile)
 	if err != nil {
@@ -209,9 +223,8 @@ func (m *Manager) recover() error {
 	for _, s := range m.subs {
 		s.mu.Lock()
 		for p, l := range s.links {
-			if info, err := m.eng.Head(p); err == nil {
-				l.tail = info.Tail
-			}
+			info, err := m.eng.Head(p)
+			s.observe(p, l, info, err)
 		}
 		if s.inflight && s.cfg.Type == TypeWebhook {
 			// The delivery was cut by the restart: deliver again (new generation).
@@ -272,6 +285,18 @@ func (m *Manager) register(s *sub) {
 	}
 	for p := range s.links {
 		m.linkIndex(p, s)
+	}
+}
+
+// unregister undoes register. Called without m.mu.
+func (m *Manager) unregister(s *sub) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s.cfg.Pattern != "" {
+		m.index.remove(s.pattern, strings.Split(s.cfg.Pattern, "/"), s)
+	}
+	for p := range s.links {
+		m.unlinkIndex(p, s)
 	}
 }
 
@@ -343,13 +368,20 @@ func (s *sub) compact() {
 
 // Put creates subscription id (created true) or re-confirms it. baseURL
 // is the stream root as clients reach it (for callback and JWKS URLs).
-func (m *Manager) Put(id string, body []byte, baseURL string) ([]byte, bool, *Error) {
+// allow, if not nil, decides whether the caller may have the configuration
+// (access control): it runs once the body is valid, before anything else.
+func (m *Manager) Put(id string, body []byte, baseURL string, allow func(Config) *Error) ([]byte, bool, *Error) {
 	if !ValidID(id) {
 		return nil, false, badRequest("INVALID_REQUEST", "subscription ids are 1-128 letters, digits, '-', '_' or '.'")
 	}
 	cfg, perr := ParseConfig(body, m.opt.DevWebhooks)
 	if perr != nil {
 		return nil, false, perr
+	}
+	if allow != nil {
+		if err := allow(cfg); err != nil {
+			return nil, false, err
+		}
 	}
 	hash := cfg.Hash()
 	for {
@@ -389,16 +421,26 @@ func (m *Manager) Put(id string, body []byte, baseURL string) ([]byte, bool, *Er
 	}
 }
 
-// create stores a new subscription and links its streams. Called with s.mu.
+// create stores a new subscription and links its streams at their
+// current tails. Called with s.mu, which keeps BeforeCreate and Notify for
+// its streams waiting until it is done.
 func (s *sub) create() *Error {
 	m := s.m
 	ctx := context.Background()
-	// Explicit and backfilled links at the streams' current tails.
 	for _, p := range s.cfg.Streams {
 		s.links[p] = &link{explicit: true}
 	}
+	// Index first, then list (see Manager.creates): a stream that a
+	// concurrent create makes is listed here or linked by BeforeCreate
+	// (at 0, after this create: the backfill below never saw it).
+	m.creates.Lock()
+	m.register(s)
+	m.creates.Unlock()
 	if s.cfg.Pattern != "" {
 		paths, err := m.eng.List(literalPrefix(s.cfg.Pattern))
+		if m.afterList != nil {
+			m.afterList()
+		}
 		if err == nil {
 			for _, p := range paths {
 				if strings.HasPrefix(p, "__ds/") || !s.pattern.MatchPath(p) {
@@ -408,6 +450,9 @@ func (s *sub) create() *Error {
 				if l == nil {
 					l = &link{}
 					s.links[p] = l
+					m.mu.Lock()
+					m.linkIndex(p, s)
+					m.mu.Unlock()
 				}
 				l.glob = true
 			}
@@ -415,19 +460,19 @@ func (s *sub) create() *Error {
 	}
 	for p, l := range s.links {
 		if info, err := m.eng.Head(p); err == nil {
-			l.acked, l.tail = info.Tail, info.Tail
+			l.acked, l.tail, l.inc = info.Tail, info.Tail, incarnation(info)
 		}
 	}
 	s.epoch, s.records = 1, 1
 	snap := marshal(record{Op: "snapshot", State: s.state()})
 	if _, _, err := m.eng.Create(ctx, statePath(s.id, s.epoch), engine.CreateOptions{ContentType: "application/json", Data: snap}); err != nil {
+		m.unregister(s)
 		m.mu.Lock()
 		delete(m.subs, s.id)
 		m.mu.Unlock()
 		s.deleted = true
 		return internal(err)
 	}
-	m.register(s)
 	m.log.Info("subscription created", "id", s.id, "type", s.cfg.Type, "pattern", s.cfg.Pattern, "links", len(s.links))
 	return nil
 }
@@ -491,21 +536,20 @@ func (m *Manager) Delete(id string) *Error {
 	if s.timer != nil {
 		s.timer.Stop()
 	}
+	if s.stopPost != nil {
+		s.stopPost()
+	}
+	m.unregister(s)
 	m.mu.Lock()
 	delete(m.subs, id)
-	if s.cfg.Pattern != "" {
-		m.index.remove(s.pattern, strings.Split(s.cfg.Pattern, "/"), s)
-	}
-	for p := range s.links {
-		m.unlinkIndex(p, s)
-	}
 	m.mu.Unlock()
 	m.log.Info("subscription deleted", "id", id)
 	return nil
 }
 
-// AddStreams links streams explicitly (at their current tails).
-func (m *Manager) AddStreams(id string, body []byte) *Error {
+// AddStreams links streams explicitly (at their current tails). allow, if
+// not nil, decides whether the caller may watch the paths (access control).
+func (m *Manager) AddStreams(id string, body []byte, allow func(paths []string) *Error) *Error {
 	var in struct {
 		Streams []string `json:"streams"`
 	}
@@ -520,6 +564,11 @@ func (m *Manager) AddStreams(id string, body []byte) *Error {
 		}
 		paths = append(paths, c)
 	}
+	if allow != nil {
+		if err := allow(paths); err != nil {
+			return err
+		}
+	}
 	s, err := m.locked(id)
 	if err != nil {
 		return err
@@ -531,14 +580,14 @@ func (m *Manager) AddStreams(id string, body []byte) *Error {
 			continue
 		}
 		if l == nil {
-			l = &link{}
+			l = s.newLink()
 			if info, err := m.eng.Head(p); err == nil {
-				l.acked, l.tail = info.Tail, info.Tail
+				l.acked, l.tail, l.inc = info.Tail, info.Tail, incarnation(info)
 			}
 		}
 		n := *l
 		n.explicit = true
-		if perr := s.persist(record{Op: "link", Path: p, Link: &linkRec{Explicit: true, Glob: n.glob, Acked: n.acked.String()}}); perr != nil {
+		if perr := s.persist(record{Op: "link", Path: p, Link: n.rec()}); perr != nil {
 			return internal(perr)
 		}
 		s.links[p] = &n
@@ -561,7 +610,9 @@ func (m *Manager) RemoveStream(id, p string) *Error {
 		return nil
 	}
 	if l.glob {
-		if perr := s.persist(record{Op: "link", Path: p, Link: &linkRec{Glob: true, Acked: l.acked.String()}}); perr != nil {
+		n := *l
+		n.explicit = false
+		if perr := s.persist(record{Op: "link", Path: p, Link: n.rec()}); perr != nil {
 			return internal(perr)
 		}
 		l.explicit = false
@@ -582,68 +633,153 @@ func (m *Manager) RemoveStream(id, p string) *Error {
 // BeforeCreate links a stream about to be created to every subscription
 // whose pattern matches it, at offset 0, durably: the data the create
 // brings is pending work for them, even across a crash right after it.
-func (m *Manager) BeforeCreate(p string) {
+// The caller calls done once the create is over (Manager.creates).
+func (m *Manager) BeforeCreate(p string) (done func()) {
 	if strings.HasPrefix(p, "__ds/") {
-		return
+		return func() {}
 	}
+	m.creates.RLock()
 	matched := map[*sub]struct{}{}
 	m.mu.Lock()
 	m.index.match(strings.Split(p, "/"), 0, matched)
 	m.mu.Unlock()
 	for s := range matched {
 		s.mu.Lock()
-		if l := s.links[p]; !s.deleted && (l == nil || !l.glob) {
-			n := link{glob: true}
-			if l != nil {
-				n = *l
-				n.glob = true
+		if s.deleted {
+			s.mu.Unlock()
+			continue
+		}
+		switch l := s.links[p]; {
+		case l == nil || !l.glob:
+			n := l
+			if n == nil {
+				n = s.newLink()
 			}
-			if err := s.persist(record{Op: "link", Path: p, Link: &linkRec{Explicit: n.explicit, Glob: true, Acked: n.acked.String()}}); err != nil {
+			r := *n.rec()
+			r.Glob = true
+			if err := s.persist(record{Op: "link", Path: p, Link: &r}); err != nil {
 				m.log.Warn("subscriptions: linking a new stream failed", "id", s.id, "stream", p, "err", err)
-			} else {
-				s.links[p] = &n
-				m.mu.Lock()
-				m.linkIndex(p, s)
-				m.mu.Unlock()
+				break
+			}
+			n.glob = true
+			s.links[p] = n
+			m.mu.Lock()
+			m.linkIndex(p, s)
+			m.mu.Unlock()
+		case l.inc != 0:
+			// Linked to an incarnation that is gone (expired: nobody said):
+			// make it a link ahead of this create, which a Notify that finds
+			// the stream missing leaves alone, rather than drop it.
+			if _, err := m.eng.Head(p); isGone(err) {
+				s.reset(p, l, 0)
 			}
 		}
 		s.mu.Unlock()
 	}
+	return m.creates.RUnlock
 }
 
-// Notify tells the subscriptions linked to stream p that its tail is now
-// tail: pending work wakes them.
-func (m *Manager) Notify(p string, tail engine.Offset) {
-	set, _ := m.linked.Load(p)
-	for s := range set {
-		s.mu.Lock()
-		if l := s.links[p]; l != nil && tail > l.tail {
-			l.tail = tail
-			s.evaluate()
-		}
-		s.mu.Unlock()
-	}
-}
-
-// Deleted drops glob links to a deleted stream (explicit links stay: the
-// stream may be created again).
-func (m *Manager) Deleted(p string) {
+// Notify tells the subscriptions linked to stream p that it changed
+// (created, appended to, closed or deleted): each looks at it again, and
+// pending work wakes them. For a stream nobody links it is one lock-free
+// lookup.
+func (m *Manager) Notify(p string) {
 	set, _ := m.linked.Load(p)
 	for s := range set {
 		s.mu.Lock()
 		if l := s.links[p]; l != nil && !s.deleted {
-			if l.explicit {
-				l.tail, l.acked = 0, 0
-				s.persist(record{Op: "link", Path: p, Link: &linkRec{Explicit: true, Glob: l.glob, Acked: engine.Offset(0).String()}})
-			} else if s.persist(record{Op: "unlink", Path: p}) == nil {
-				delete(s.links, p)
-				m.mu.Lock()
-				m.unlinkIndex(p, s)
-				m.mu.Unlock()
+			// Head under s.mu: of two Notifies, the one that runs last
+			// looks last, so a stale "missing" never undoes a newer look.
+			info, err := m.eng.Head(p)
+			if s.observe(p, l, info, err) {
+				s.evaluate()
 			}
 		}
 		s.mu.Unlock()
 	}
+}
+
+// incarnation identifies one life of a stream path: a stream deleted or
+// expired and created again is another one. StreamInfo has no id for it;
+// the creation time serves, in nanoseconds of the engine's clock, which two
+// creates of one path (each a commit) do not share unless that clock
+// stands still (engine.Options.Clock in a test). Keying the links on it,
+// rather than on delete events, covers every way a stream goes: a DELETE,
+// a TTL expiry (which tells nobody), a crash between a delete and its
+// Notify; and recovery checks it against the streams it finds.
+func incarnation(info engine.StreamInfo) int64 { return info.CreatedAt.UnixNano() }
+
+func isGone(err error) bool {
+	return errors.Is(err, engine.ErrNotFound) || errors.Is(err, engine.ErrGone)
+}
+
+// observe brings link l of stream p up to date with what Head found (info
+// or err): the tail moves on; a stream of another incarnation resets the
+// link to its start (all of it is pending); a stream gone drops a glob
+// link and resets an explicit one (the stream may come back). Reports
+// whether anything changed. Called with s.mu.
+func (s *sub) observe(p string, l *link, info engine.StreamInfo, err error) bool {
+	switch {
+	case isGone(err):
+		if l.inc == 0 {
+			return false // linked ahead of its create, or reset already
+		}
+		if !l.explicit {
+			s.unlink(p)
+			return true
+		}
+		s.reset(p, l, 0)
+		return true
+	case err != nil:
+		return false // (the engine is closing)
+	}
+	inc := incarnation(info)
+	changed := false
+	if l.inc != inc && (l.inc != 0 || l.acked > info.Tail) {
+		s.reset(p, l, inc)
+		changed = true
+	}
+	l.inc = inc
+	if info.Tail > l.tail {
+		l.tail, changed = info.Tail, true
+	}
+	return changed
+}
+
+// newLink is a link made now. Called with s.mu.
+func (s *sub) newLink() *link {
+	l := &link{}
+	if s.inflight {
+		l.fence = s.gen
+	}
+	return l
+}
+
+// reset moves l back to the start of the stream's incarnation inc (0:
+// none). It takes effect even if it cannot be stored: a cursor moved back
+// redelivers, and recovery finds the same change again. Called with s.mu.
+func (s *sub) reset(p string, l *link, inc int64) {
+	l.acked, l.tail, l.inc = 0, 0, inc
+	if s.inflight {
+		l.fence = s.gen
+	}
+	if err := s.persist(record{Op: "link", Path: p, Link: l.rec()}); err != nil {
+		s.m.log.Warn("subscriptions: storing a reset link failed", "id", s.id, "stream", p, "err", err)
+	}
+	s.m.log.Info("subscriptions: stream deleted or created again; its link starts over", "id", s.id, "stream", p)
+}
+
+// unlink drops the link to p (a glob link to a stream that is gone); if
+// that cannot be stored, the link is reset instead. Called with s.mu.
+func (s *sub) unlink(p string) {
+	if err := s.persist(record{Op: "unlink", Path: p}); err != nil {
+		s.reset(p, s.links[p], 0)
+		return
+	}
+	delete(s.links, p)
+	s.m.mu.Lock()
+	s.m.unlinkIndex(p, s)
+	s.m.mu.Unlock()
 }
 
 // ---- views --------------------------------------------------------------------------

@@ -28,12 +28,32 @@ type link struct {
 	explicit, glob bool
 	acked          engine.Offset
 	tail           engine.Offset // last tail seen (Notify, Head)
+	// inc is the incarnation of the stream that acked counts in: its
+	// creation time (engine.StreamInfo.CreatedAt, unix ns). 0: none yet
+	// (linked before the stream exists, or reset): acked is 0, and the
+	// first incarnation seen is delivered from its start. Stored whenever
+	// acked is not 0, so that recovery can tell a stream created again.
+	inc int64
+	// fence is the generation of the wake in flight when the link was made
+	// or reset: that wake's acks for the stream are for what it was
+	// before, and are ignored.
+	fence uint64
 }
 
 type linkRec struct {
 	Explicit bool   `json:"explicit,omitempty"`
 	Glob     bool   `json:"glob,omitempty"`
 	Acked    string `json:"acked"`
+	Inc      int64  `json:"inc,omitempty"`
+	Fence    uint64 `json:"fence,omitempty"`
+}
+
+func (l *link) rec() *linkRec {
+	return &linkRec{Explicit: l.explicit, Glob: l.glob, Acked: l.acked.String(), Inc: l.inc, Fence: l.fence}
+}
+
+func (r *linkRec) link() *link {
+	return &link{explicit: r.Explicit, glob: r.Glob, acked: parseOff(r.Acked), inc: r.Inc, fence: r.Fence}
 }
 
 type snapshot struct {
@@ -58,6 +78,7 @@ type record struct {
 	Path       string    `json:"path,omitempty"`
 	Link       *linkRec  `json:"link,omitempty"`
 	Acked      string    `json:"acked,omitempty"`
+	Inc        int64     `json:"inc,omitempty"` // ack: the incarnation acked counts in
 	Gen        uint64    `json:"gen,omitempty"`
 	WakeID     string    `json:"wake_id,omitempty"`
 	Holder     string    `json:"holder,omitempty"`
@@ -71,7 +92,7 @@ func (s *sub) state() *snapshot {
 		Links: make(map[string]linkRec, len(s.links)), Gen: s.gen, WakeID: s.wakeID, Inflight: s.inflight,
 		Holder: s.holder, LeaseUntil: ms(s.leaseUntil), Attempts: s.attempts, NextAt: ms(s.nextAt)}
 	for p, l := range s.links {
-		sn.Links[p] = linkRec{Explicit: l.explicit, Glob: l.glob, Acked: l.acked.String()}
+		sn.Links[p] = *l.rec()
 	}
 	return sn
 }
@@ -103,22 +124,20 @@ func (s *sub) apply(r record) {
 		s.cfg, s.hash, s.created, s.baseURL = sn.Config, sn.Hash, sn.Created, sn.BaseURL
 		s.links = make(map[string]*link, len(sn.Links))
 		for p, l := range sn.Links {
-			s.links[p] = &link{explicit: l.Explicit, glob: l.Glob, acked: parseOff(l.Acked)}
+			s.links[p] = l.link()
 		}
 		s.gen, s.wakeID, s.inflight, s.holder = sn.Gen, sn.WakeID, sn.Inflight, sn.Holder
 		s.leaseUntil, s.attempts, s.nextAt = fromMs(sn.LeaseUntil), sn.Attempts, fromMs(sn.NextAt)
 	case "link":
-		l := s.links[r.Path]
-		if l == nil {
-			l = &link{}
-			s.links[r.Path] = l
-		}
-		l.explicit, l.glob, l.acked = r.Link.Explicit, r.Link.Glob, parseOff(r.Link.Acked)
+		s.links[r.Path] = r.Link.link()
 	case "unlink":
 		delete(s.links, r.Path)
 	case "ack":
 		if l := s.links[r.Path]; l != nil {
 			l.acked = max(l.acked, parseOff(r.Acked))
+			if r.Inc != 0 {
+				l.inc = r.Inc
+			}
 		}
 	case "wake":
 		s.gen, s.wakeID, s.inflight, s.holder, s.leaseUntil = r.Gen, r.WakeID, true, r.Holder, fromMs(r.LeaseUntil)

@@ -96,10 +96,15 @@ type harness struct {
 	dir string
 	eng *engine.Engine
 	m   *Manager
+	// Changes to the engine's and the manager's options, or nil.
+	engOpt func(*engine.Options)
+	mOpt   func(*Options)
 }
 
-func newHarness(t *testing.T) *harness {
-	h := &harness{t: t, dir: t.TempDir()}
+func newHarness(t *testing.T) *harness { return newHarnessWith(t, nil, nil) }
+
+func newHarnessWith(t *testing.T, engOpt func(*engine.Options), mOpt func(*Options)) *harness {
+	h := &harness{t: t, dir: t.TempDir(), engOpt: engOpt, mOpt: mOpt}
 	h.open()
 	t.Cleanup(h.close)
 	return h
@@ -107,11 +112,19 @@ func newHarness(t *testing.T) *harness {
 
 func (h *harness) open() {
 	var err error
-	h.eng, err = engine.Open(h.dir, &engine.Options{Durability: engine.DurabilitySync})
+	eo := engine.Options{Durability: engine.DurabilitySync}
+	if h.engOpt != nil {
+		h.engOpt(&eo)
+	}
+	h.eng, err = engine.Open(h.dir, &eo)
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	h.m, err = New(h.eng, Options{KeyFile: h.dir + "/webhook.key", DevWebhooks: true, DeliveryTimeout: 2 * time.Second})
+	mo := Options{KeyFile: h.dir + "/webhook.key", DevWebhooks: true, DeliveryTimeout: 2 * time.Second}
+	if h.mOpt != nil {
+		h.mOpt(&mo)
+	}
+	h.m, err = New(h.eng, mo)
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -126,15 +139,23 @@ func (h *harness) close() {
 }
 
 // create makes a stream the way the server does (BeforeCreate, create,
-// Notify).
+// done, Notify).
 func (h *harness) create(p string, data string) {
 	h.t.Helper()
-	h.m.BeforeCreate(p)
-	info, _, err := h.eng.Create(context.Background(), p, engine.CreateOptions{ContentType: "text/plain", Data: []byte(data)})
-	if err != nil {
+	if err := h.createWith(p, engine.CreateOptions{Data: []byte(data)}); err != nil {
 		h.t.Fatal(err)
 	}
-	h.m.Notify(p, info.Tail)
+}
+
+// createWith is create with options, returning the error (it may run
+// outside the test's goroutine).
+func (h *harness) createWith(p string, o engine.CreateOptions) error {
+	o.ContentType = "text/plain"
+	done := h.m.BeforeCreate(p)
+	_, _, err := h.eng.Create(context.Background(), p, o)
+	done()
+	h.m.Notify(p)
+	return err
 }
 
 func (h *harness) append(p, data string) engine.Offset {
@@ -143,13 +164,13 @@ func (h *harness) append(p, data string) engine.Offset {
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	h.m.Notify(p, res.Tail)
+	h.m.Notify(p)
 	return res.Tail
 }
 
 func (h *harness) put(id, body string) {
 	h.t.Helper()
-	if _, _, err := h.m.Put(id, []byte(body), "http://ds.test/v1/stream/"); err != nil {
+	if _, _, err := h.m.Put(id, []byte(body), "http://ds.test/v1/stream/", nil); err != nil {
 		h.t.Fatalf("put %s: %v", id, err)
 	}
 }
@@ -438,10 +459,10 @@ func TestStateSurvivesRestart(t *testing.T) {
 	}
 	rc.none(t, 300*time.Millisecond) // nothing pending: no wake
 	// Re-confirming the same configuration is 200, another is 409.
-	if _, created, err := h.m.Put("s1", []byte(`{"type":"webhook","pattern":"events/**","streams":["manual/x"],"webhook":{"url":"`+rc.srv.URL+`"}}`), ""); err != nil || created {
+	if _, created, err := h.m.Put("s1", []byte(`{"type":"webhook","pattern":"events/**","streams":["manual/x"],"webhook":{"url":"`+rc.srv.URL+`"}}`), "", nil); err != nil || created {
 		t.Fatalf("re-confirm: %v %v", created, err)
 	}
-	if _, _, err := h.m.Put("s1", []byte(`{"type":"webhook","pattern":"events/*","webhook":{"url":"`+rc.srv.URL+`"}}`), ""); err == nil || err.Status != 409 {
+	if _, _, err := h.m.Put("s1", []byte(`{"type":"webhook","pattern":"events/*","webhook":{"url":"`+rc.srv.URL+`"}}`), "", nil); err == nil || err.Status != 409 {
 		t.Fatalf("other config: %v", err)
 	}
 }
@@ -481,11 +502,11 @@ func TestWebhookDialerChecksResolvedAddress(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	defer srv.Close()
 	port := srv.URL[strings.LastIndexByte(srv.URL, ':')+1:]
-	_, err := webhookClient(false, 2*time.Second).Get("http://localhost:" + port + "/")
+	_, err := webhookClient(webhookDialer(false), 2*time.Second).Get("http://localhost:" + port + "/")
 	if !errors.Is(err, fetch.ErrAddressRefused) {
 		t.Fatalf("production client to localhost: %v, want a refused address", err)
 	}
-	resp, err := webhookClient(true, 2*time.Second).Get("http://localhost:" + port + "/")
+	resp, err := webhookClient(webhookDialer(true), 2*time.Second).Get("http://localhost:" + port + "/")
 	if err != nil {
 		t.Fatalf("development client to localhost: %v", err)
 	}
@@ -493,7 +514,7 @@ func TestWebhookDialerChecksResolvedAddress(t *testing.T) {
 	// Redirects are not followed.
 	red := httptest.NewServer(http.RedirectHandler("http://169.254.169.254/", http.StatusFound))
 	defer red.Close()
-	resp, err = webhookClient(true, 2*time.Second).Get(red.URL)
+	resp, err = webhookClient(webhookDialer(true), 2*time.Second).Get(red.URL)
 	if err != nil || resp.StatusCode != http.StatusFound {
 		t.Fatalf("redirect: %v", err)
 	}

@@ -26,12 +26,17 @@ import (
 // workers claim (lease), ack (heartbeat; done releases) or release. An
 // expired lease clears the wake, and pending work wakes again.
 
-// clearWake ends the current wake. Called with s.mu.
+// clearWake ends the current wake, and cuts its webhook POST if one is
+// still waiting for an answer. Called with s.mu.
 func (s *sub) clearWake() {
 	if err := s.persist(record{Op: "clear", Gen: s.gen}); err != nil {
 		s.m.log.Warn("subscriptions: recording the end of a wake failed", "id", s.id, "err", err)
 	}
 	s.inflight, s.holder, s.leaseUntil, s.snapshot = false, "", time.Time{}, nil
+	if s.stopPost != nil {
+		s.stopPost()
+		s.stopPost = nil
+	}
 }
 
 // evaluate issues a wake if there is pending work and none in flight, and
@@ -57,7 +62,15 @@ func (s *sub) evaluate() {
 	if len(pend) == 0 {
 		return
 	}
-	s.issue(pend)
+	// Look at the pending streams again before waking for them: one may
+	// have expired (which tells nobody) or been created anew.
+	for _, v := range pend {
+		info, err := s.m.eng.Head(v.Path)
+		s.observe(v.Path, s.links[v.Path], info, err)
+	}
+	if pend = s.pending(); len(pend) > 0 {
+		s.issue(pend)
+	}
 }
 
 // arm sets s's timer to run evaluate at t.
@@ -104,19 +117,23 @@ func (s *sub) issue(pend []streamView) {
 	case TypePullWake:
 		ev, _ := json.Marshal(map[string]any{"type": "wake", "subscription_id": s.id, "stream": pend[0].Path,
 			"generation": gen, "wake_id": wakeID, "ts": time.Now().UnixMilli()})
-		res, err := s.m.eng.Append(context.Background(), s.cfg.WakeStream, ev, engine.AppendOptions{ContentType: "application/json"})
-		if err != nil {
+		if _, err := s.m.eng.Append(context.Background(), s.cfg.WakeStream, ev, engine.AppendOptions{ContentType: "application/json"}); err != nil {
 			s.m.log.Warn("subscriptions: writing a wake event failed", "id", s.id, "wake_stream", s.cfg.WakeStream, "err", err)
 			return // the lease expires and a new wake is tried
 		}
-		go s.m.Notify(s.cfg.WakeStream, res.Tail) // (not under s.mu: a pattern may match the wake stream)
+		go s.m.Notify(s.cfg.WakeStream) // (not under s.mu: a pattern may match the wake stream)
 	}
 }
 
-// deliver POSTs one webhook wake.
+// deliver POSTs one webhook wake: after the subscription's previous POST
+// is over and a delivery slot is free, if the wake is still current then.
+// The POST ends with the wake (clearWake): when its lease expires, the
+// next wake's POST does not run beside it.
 func (s *sub) deliver(gen uint64, wakeID string, body []byte) {
 	defer s.m.wg.Done()
 	m := s.m
+	s.post.Lock()
+	defer s.post.Unlock()
 	select {
 	case m.sem <- struct{}{}:
 		defer func() { <-m.sem }()
@@ -125,6 +142,15 @@ func (s *sub) deliver(gen uint64, wakeID string, body []byte) {
 	}
 	ctx, cancel := context.WithTimeout(m.ctx, m.opt.DeliveryTimeout)
 	defer cancel()
+	s.mu.Lock()
+	current := !s.deleted && s.inflight && s.gen == gen && s.wakeID == wakeID
+	if current {
+		s.stopPost = cancel
+	}
+	s.mu.Unlock()
+	if !current {
+		return // replaced while it waited (its lease expired)
+	}
 	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, s.cfg.WebhookURL, bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "durastream-webhook")
@@ -208,17 +234,19 @@ func (s *sub) applyAcks(acks []ack) *Error {
 			return badRequest("INVALID_OFFSET", "offset %q is not an offset", a.Offset)
 		}
 		if o > l.tail {
-			if info, herr := s.m.eng.Head(a.Stream); herr == nil {
-				l.tail = max(l.tail, info.Tail)
-			}
-			if o > l.tail {
-				return badRequest("INVALID_OFFSET", "offset %s is beyond the tail of %q", a.Offset, a.Stream)
-			}
+			info, herr := s.m.eng.Head(a.Stream)
+			s.observe(a.Stream, l, info, herr)
+		}
+		if s.links[a.Stream] != l || l.fence != 0 && l.fence == s.gen {
+			continue // gone, or linked anew during this wake: the ack is for what it was
+		}
+		if o > l.tail {
+			return badRequest("INVALID_OFFSET", "offset %s is beyond the tail of %q", a.Offset, a.Stream)
 		}
 		if o <= l.acked {
 			continue
 		}
-		if err := s.persist(record{Op: "ack", Path: a.Stream, Acked: a.Offset}); err != nil {
+		if err := s.persist(record{Op: "ack", Path: a.Stream, Acked: a.Offset, Inc: l.inc}); err != nil {
 			return internal(err)
 		}
 		l.acked = o
@@ -389,11 +417,11 @@ func (m *Manager) Release(id, token string, body []byte) *Error {
 	return nil
 }
 
-// webhookClient delivers webhooks: no redirects, and a dialer that checks
-// the address actually dialled (after DNS): restricted addresses refused,
-// loopback 127.0.0.0/24 and ::1 allowed in development mode only.
-func webhookClient(dev bool, timeout time.Duration) *http.Client {
-	d := &net.Dialer{Timeout: 10 * time.Second, Control: func(network, address string, _ syscall.RawConn) error {
+// webhookDialer checks the address actually dialled (after DNS):
+// restricted addresses refused, loopback 127.0.0.0/24 and ::1 allowed in
+// development mode only.
+func webhookDialer(dev bool) *net.Dialer {
+	return &net.Dialer{Timeout: 10 * time.Second, Control: func(network, address string, _ syscall.RawConn) error {
 		ap, err := netip.ParseAddrPort(address)
 		if err != nil {
 			return &fetch.AddressError{Reason: "unparsable address"}
@@ -407,6 +435,10 @@ func webhookClient(dev bool, timeout time.Duration) *http.Client {
 		}
 		return nil
 	}}
+}
+
+// webhookClient delivers webhooks through d, following no redirects.
+func webhookClient(d *net.Dialer, timeout time.Duration) *http.Client {
 	tr := &http.Transport{DialContext: d.DialContext, Proxy: nil, MaxIdleConnsPerHost: 4,
 		IdleConnTimeout: 30 * time.Second, TLSHandshakeTimeout: 10 * time.Second, ResponseHeaderTimeout: timeout}
 	return &http.Client{Transport: tr, Timeout: timeout,
