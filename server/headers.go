@@ -1,7 +1,6 @@
 package server
 
 import (
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -90,8 +89,13 @@ func parseProducer(r *http.Request) (*engine.Producer, error) {
 
 // cursor returns the Stream-Cursor for a live response (protocol 10.1): the
 // current interval number, or, when the client's cursor is not behind it, a
-// value past the client's by a random 1..3600 s of intervals, so cursors
-// never go backwards and cached responses age out.
+// value past the client's by a jitter of 1..3600 s of intervals, so cursors
+// never go backwards and cached responses age out. The jitter is a hash of
+// the client's cursor, not a new random draw per response: readers that
+// hold the same cursor get the same next one even when a cache did not
+// collapse their requests (at different offsets, say), so once they reach
+// the same offset they ask for the same URL again and collapse; with a
+// random draw each such split would stay apart until the interval caught up.
 func (s *Server) cursor(r *http.Request) string {
 	return s.nextCursor(clientCursor(r))
 }
@@ -114,10 +118,18 @@ func (s *Server) nextCursor(client int64) string {
 	now := time.Since(s.cfg.CursorEpoch)
 	cur := uint64(max(now, 0) / s.cfg.CursorInterval)
 	if client >= 0 && uint64(client) >= cur {
-		jitter := time.Duration(1+rand.IntN(3600)) * time.Second
+		jitter := time.Duration(1+mix64(uint64(client))%3600) * time.Second
 		cur = uint64(client) + max(1, uint64(jitter/s.cfg.CursorInterval))
 	}
 	return strconv.FormatUint(cur, 10)
+}
+
+// mix64 is splitmix64's finalizer: a well-spread hash of x.
+func mix64(x uint64) uint64 {
+	x += 0x9e3779b97f4a7c15
+	x = (x ^ x>>30) * 0xbf58476d1ce4e5b9
+	x = (x ^ x>>27) * 0x94d049bb133111eb
+	return x ^ x>>31
 }
 
 // queryParam returns the first value of key in a raw query string and how

@@ -629,6 +629,14 @@ func TestLongPollCursorMonotonic(t *testing.T) {
 		}
 		c = next
 	}
+	// Readers holding the same cursor get the same next one, at any offset
+	// (their requests may not have been collapsed): they keep asking for
+	// the same URLs once at the same offset.
+	same := h.do("GET", "cur?offset=-1&live=long-poll&cursor="+strconv.FormatUint(c, 10), nil)
+	other := h.do("GET", "cur?offset="+h.tail("cur")+"&live=long-poll&cursor="+strconv.FormatUint(c, 10), nil)
+	if a, b := parse(same), parse(other); a != b {
+		t.Errorf("cursor=%d answered %d and %d: readers with one cursor split", c, a, b)
+	}
 	// On timeout too.
 	tail := h.tail("cur")
 	r := h.do("GET", "cur?offset="+tail+"&live=long-poll&cursor="+strconv.FormatUint(c, 10), nil)
