@@ -5,6 +5,9 @@
 #
 #   varnishd -a :8080 -f /etc/varnish/durastream.vcl -s malloc,1G
 #
+# No parameter needs changing (what durastream gives no max-age is never
+# kept, whatever default_ttl says); deploy/run.sh starts varnishd this way.
+#
 # Edit the backend address. deploy/run.sh starts durastream and Varnish with
 # this file (the backend rewritten to a test port) and runs the conformance
 # suite and the fan-out measurements through it.
@@ -74,6 +77,14 @@ sub vcl_backend_response {
         set beresp.ttl = 1ms / 1000;
         set beresp.grace = 0s;
         set beresp.keep = 10m;
+        return (deliver);
+    }
+    # What durastream gave no lifetime (no max-age) is not kept either,
+    # whatever varnishd's default_ttl says (120 s unless changed): the same
+    # moment of hit-for-miss as no-store.
+    if (beresp.http.Cache-Control !~ "max-?age") {
+        set beresp.uncacheable = true;
+        set beresp.ttl = 1s;
         return (deliver);
     }
     # What is left says max-age: a long-poll batch or timeout for one
