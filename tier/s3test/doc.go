@@ -6,7 +6,9 @@
 // random credentials and one bucket, and stops it when the test ends. When
 // the binary is missing the test is skipped, or fails if
 // DURASTREAM_REQUIRE_S3=1 (as in CI, see the Makefile's deps and unit
-// targets).
+// targets). DURASTREAM_S3TEST_NICE=N runs it under nice -n N (benchmarks:
+// on a machine it shares with the code under test, it then stands in for
+// a remote service better).
 //
 // NewProxy forwards to such a server unchanged and can be told to answer
 // 503, drop connections, hold requests or drop their Range header, per
