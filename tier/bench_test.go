@@ -15,6 +15,7 @@ package tier_test
 // with one GET per object.
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -143,6 +144,33 @@ func BenchmarkTierCatchup(b *testing.B) {
 	// Identity encoding, as the S3 reads below: the bytes are random, and
 	// gzip is the server's choice for a client that asks for it.
 	hc := &http.Client{Transport: &http.Transport{DisableCompression: true}}
+
+	// All of it is readable: every stream, evicted or local, read whole in
+	// one catch-up GET and compared with what was appended.
+	t0 = time.Now()
+	var read int64
+	for s := range streams {
+		p := fmt.Sprintf("bench/%d", s)
+		resp, err := hc.Get(hs.URL + "/v1/stream/" + p + "?offset=-1")
+		if err != nil {
+			b.Fatal(err)
+		}
+		got := make([]byte, len(chunk))
+		for i := int64(s) * per; i < int64(s+1)*per; i++ {
+			chunk[0], chunk[1] = byte(i), byte(i>>8)
+			if _, err := io.ReadFull(resp.Body, got); err != nil || !bytes.Equal(got, chunk) {
+				b.Fatalf("%s: append %d read back wrong (%v)", p, i-int64(s)*per, err)
+			}
+			read += int64(len(got))
+		}
+		if n, _ := io.Copy(io.Discard, resp.Body); n != 0 || resp.StatusCode != 200 {
+			b.Fatalf("%s: status %d, %d bytes more than appended", p, resp.StatusCode, n)
+		}
+		resp.Body.Close()
+	}
+	b.Logf("all %d streams read back exactly: %d MiB in %v (%d wholly in the bucket)", streams, read>>20,
+		time.Since(t0).Round(time.Millisecond), len(paths))
+
 	b.Run("durastream-http", func(b *testing.B) {
 		b.SetBytes(size[paths[0]])
 		for i := range b.N {
