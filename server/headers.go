@@ -94,8 +94,10 @@ func parseProducer(r *http.Request) (*engine.Producer, error) {
 // the client's cursor, not a new random draw per response: readers that
 // hold the same cursor get the same next one even when a cache did not
 // collapse their requests (at different offsets, say), so once they reach
-// the same offset they ask for the same URL again and collapse; with a
-// random draw each such split would stay apart until the interval caught up.
+// the same offset they ask for the same URL again and collapse. With a
+// random draw each such split stayed apart for as long as its readers
+// polled: every answer moves a cursor ahead of the clock, so the current
+// interval never catches up with a chain to bring it back.
 func (s *Server) cursor(r *http.Request) string {
 	return s.nextCursor(clientCursor(r))
 }
