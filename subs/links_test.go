@@ -126,6 +126,44 @@ func TestLateAckOfDeletedStreamIgnored(t *testing.T) {
 	wantFromStart(t, h.claimed("p1"), map[string]int{"q/a": 16})
 }
 
+// TestAckOfStreamLinkedDuringWake: a stream linked for the first time
+// while a wake is in flight has no earlier life an ack could mean: the
+// worker's ack for it in that wake is applied, and kept across a restart
+// (the crash torture found such acks answered 200 and ignored).
+func TestAckOfStreamLinkedDuringWake(t *testing.T) {
+	h := newHarness(t)
+	h.eng.Create(context.Background(), "wakes", engine.CreateOptions{ContentType: "application/json"})
+	h.put("p1", `{"type":"pull-wake","pattern":"q/*","wake_stream":"wakes"}`)
+	h.create("q/a", "0123")
+	out, err := h.m.Claim("p1", []byte(`{"worker":"w"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cl struct {
+		WakeID     string `json:"wake_id"`
+		Generation uint64 `json:"generation"`
+		Token      string `json:"token"`
+	}
+	json.Unmarshal(out, &cl)
+	h.create("q/b", "456789") // linked during the wake
+	b, _ := json.Marshal(map[string]any{"wake_id": cl.WakeID, "generation": cl.Generation, "done": true,
+		"acks": []map[string]string{{"stream": "q/a", "offset": engine.Offset(4).String()},
+			{"stream": "q/b", "offset": engine.Offset(6).String()}}})
+	if out, err := h.m.Ack("p1", cl.Token, b); err != nil || string(out) != `{"ok":true,"next_wake":false}` {
+		t.Fatalf("ack: %s %v", out, err)
+	}
+	for _, restart := range []bool{false, true} {
+		if restart {
+			h.close()
+			h.open()
+		}
+		v := h.get("p1")
+		if a, b := ackedOf(v, "q/a"), ackedOf(v, "q/b"); a != engine.Offset(4).String() || b != engine.Offset(6).String() {
+			t.Fatalf("restart %v: acked q/a %s, q/b %s; want both at their tails", restart, a, b)
+		}
+	}
+}
+
 // TestSubscriptionCreateRace: a stream created while a new subscription
 // has listed the existing streams (and so did not see it) is linked and
 // delivered. (The pattern is indexed before the listing: the stream's

@@ -99,7 +99,10 @@ type sub struct {
 	attempts   int                      // failed webhook deliveries in a row
 	nextAt     time.Time                // next delivery attempt after a failure
 	deleted    bool
-	timer      *time.Timer
+	// goneThisWake: streams whose links went (unlink) while the wake in
+	// flight was issued; one linked again before it ends is fenced.
+	goneThisWake map[string]bool
+	timer        *time.Timer
 	// post is held by the webhook delivery that is POSTing: one request
 	// per subscription at a time, even when a wake ends before its POST
 	// does. stopPost cuts the current wake's POST (clearWake, Delete).
@@ -580,7 +583,7 @@ func (m *Manager) AddStreams(id string, body []byte, allow func(paths []string) 
 			continue
 		}
 		if l == nil {
-			l = s.newLink()
+			l = s.newLink(p)
 			if info, err := m.eng.Head(p); err == nil {
 				l.acked, l.tail, l.inc = info.Tail, info.Tail, incarnation(info)
 			}
@@ -653,7 +656,7 @@ func (m *Manager) BeforeCreate(p string) (done func()) {
 		case l == nil || !l.glob:
 			n := l
 			if n == nil {
-				n = s.newLink()
+				n = s.newLink(p)
 			}
 			r := *n.rec()
 			r.Glob = true
@@ -746,10 +749,25 @@ func (s *sub) observe(p string, l *link, info engine.StreamInfo, err error) bool
 	return changed
 }
 
-// newLink is a link made now. Called with s.mu.
-func (s *sub) newLink() *link {
+// markGone notes that p's link went during the wake in flight (newLink).
+func (s *sub) markGone(p string) {
+	if !s.inflight {
+		return
+	}
+	if s.goneThisWake == nil {
+		s.goneThisWake = map[string]bool{}
+	}
+	s.goneThisWake[p] = true
+}
+
+// newLink is a link to p made now. It is fenced for the wake in flight if
+// p's link went during it (its stream deleted, or expired, and created
+// again): that wake's acks for p are for the stream that went. A stream
+// linked for the first time is not fenced: an ack for it can only mean
+// the stream that is there. Called with s.mu.
+func (s *sub) newLink(p string) *link {
 	l := &link{}
-	if s.inflight {
+	if s.inflight && s.goneThisWake[p] {
 		l.fence = s.gen
 	}
 	return l
@@ -777,6 +795,7 @@ func (s *sub) unlink(p string) {
 		return
 	}
 	delete(s.links, p)
+	s.markGone(p)
 	s.m.mu.Lock()
 	s.m.unlinkIndex(p, s)
 	s.m.mu.Unlock()

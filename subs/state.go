@@ -132,6 +132,7 @@ func (s *sub) apply(r record) {
 		s.links[r.Path] = r.Link.link()
 	case "unlink":
 		delete(s.links, r.Path)
+		s.markGone(r.Path)
 	case "ack":
 		if l := s.links[r.Path]; l != nil {
 			l.acked = max(l.acked, parseOff(r.Acked))
@@ -141,10 +142,11 @@ func (s *sub) apply(r record) {
 		}
 	case "wake":
 		s.gen, s.wakeID, s.inflight, s.holder, s.leaseUntil = r.Gen, r.WakeID, true, r.Holder, fromMs(r.LeaseUntil)
+		s.goneThisWake = nil
 	case "lease":
 		s.holder, s.leaseUntil = r.Holder, fromMs(r.LeaseUntil)
 	case "clear":
-		s.inflight, s.holder, s.leaseUntil = false, "", time.Time{}
+		s.inflight, s.holder, s.leaseUntil, s.goneThisWake = false, "", time.Time{}, nil
 	case "retry":
 		s.attempts, s.nextAt = r.Attempts, fromMs(r.NextAt)
 	}

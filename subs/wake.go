@@ -32,7 +32,7 @@ func (s *sub) clearWake() {
 	if err := s.persist(record{Op: "clear", Gen: s.gen}); err != nil {
 		s.m.log.Warn("subscriptions: recording the end of a wake failed", "id", s.id, "err", err)
 	}
-	s.inflight, s.holder, s.leaseUntil, s.snapshot = false, "", time.Time{}, nil
+	s.inflight, s.holder, s.leaseUntil, s.snapshot, s.goneThisWake = false, "", time.Time{}, nil, nil
 	if s.stopPost != nil {
 		s.stopPost()
 		s.stopPost = nil
