@@ -215,16 +215,19 @@ func NewTransport(a *Allowlist, headerTimeout time.Duration) *http.Transport {
 		headerTimeout = DefaultHeaderTimeout
 	}
 	return &http.Transport{
-		Proxy:                  nil,
-		DialContext:            NewDialer(a).DialContext,
-		TLSClientConfig:        &tls.Config{MinVersion: tls.VersionTLS12},
-		ForceAttemptHTTP2:      true,
-		TLSHandshakeTimeout:    10 * time.Second,
-		ResponseHeaderTimeout:  headerTimeout,
-		ExpectContinueTimeout:  time.Second,
-		MaxIdleConns:           100,
-		MaxIdleConnsPerHost:    8,
-		IdleConnTimeout:        90 * time.Second,
+		Proxy:                 nil,
+		DialContext:           NewDialer(a).DialContext,
+		TLSClientConfig:       &tls.Config{MinVersion: tls.VersionTLS12},
+		ForceAttemptHTTP2:     true,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: headerTimeout,
+		ExpectContinueTimeout: time.Second,
+		// One connection per upstream request: net/http sends a GET
+		// (or any request with an Idempotency-Key) again on a new
+		// connection when a kept-alive one fails before the answer, and
+		// an upstream request is made once, never retried. (A fetch
+		// streams for long; a new connection per fetch costs little.)
+		DisableKeepAlives:      true,
 		MaxResponseHeaderBytes: 64 << 10,
 		DisableCompression:     true,
 	}

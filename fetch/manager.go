@@ -330,8 +330,8 @@ func (m *Manager) check(r Request) error {
 	default:
 		return fmt.Errorf("%w: method %q (want GET, POST, PUT, PATCH or DELETE)", ErrBadRequest, r.Method)
 	}
-	// Checked for every request, not only by the dialer: a pooled
-	// connection to an allowed host:port serves later requests undialled.
+	// The URL is checked here, before anything is sent; the dialer checks
+	// the address actually dialled.
 	if m.cfg.Allow == nil || !m.cfg.Allow.Allows(r.URL) {
 		return ErrNotAllowed
 	}

@@ -1,10 +1,13 @@
 package fetch
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -455,6 +458,63 @@ func TestFetchRedactURL(t *testing.T) {
 	} {
 		if got := RedactURL(in); got != want {
 			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// No automatic retries: an upstream that closes a kept-alive connection
+// after reading the next request on it (without answering) would have
+// net/http send that GET again on a new connection, and the upstream would
+// run it twice. Each upstream request gets a connection of its own, so
+// every request reaches the upstream once.
+func TestFetchNeverRetried(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var mu sync.Mutex
+	seen := map[string]int{}
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for n := 0; ; n++ {
+					req, err := http.ReadRequest(br)
+					if err != nil {
+						return
+					}
+					mu.Lock()
+					seen[req.URL.RawQuery]++
+					mu.Unlock()
+					if n > 0 {
+						return // a reused connection: closed, unanswered
+					}
+					io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok")
+				}
+			}()
+		}
+	}()
+	eng := testEngine(t, t.TempDir())
+	defer eng.Close()
+	m := testManager(t, eng, nil)
+	for _, k := range []string{"a", "b", "c"} {
+		f, _, err := m.Start(context.Background(), Request{Key: k, URL: mustURL(t, "http://"+ln.Addr().String()+"/x?"+k), Method: "GET"})
+		if err != nil {
+			t.Fatalf("fetch %s: %v", k, err)
+		}
+		waitEnd(t, m, f.ID)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, k := range []string{"a", "b", "c"} {
+		if seen[k] != 1 {
+			t.Errorf("request %s reached the upstream %d times, want once (%v)", k, seen[k], seen)
 		}
 	}
 }
