@@ -19,12 +19,15 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/durastream/durastream/engine"
 	"github.com/durastream/durastream/fetch"
 	"github.com/durastream/durastream/server"
+	"github.com/durastream/durastream/vfs"
+	"github.com/durastream/durastream/vfs/errorfs"
 )
 
 const proxySecret = "test-proxy-secret-0123456789abcdef"
@@ -167,6 +170,9 @@ type proxyOpts struct {
 	roots         *x509.CertPool    // trusted by the upstream client
 	clock         func() time.Time  // the engine's; default time.Now
 	ttl           time.Duration     // of stored fetches; default the manager's
+	maxResponse   int64             // largest stored response; default the manager's
+	maxConcurrent int               // upstream fetches at once; default the manager's
+	fs            vfs.FS            // the engine's file system; default the OS's
 }
 
 // proxyHarness is a harness with the proxy protocol on.
@@ -192,7 +198,7 @@ func newProxyHarness(t *testing.T, o proxyOpts) *proxyHarness {
 	if o.durability == "" {
 		o.durability = engine.DurabilityMemory
 	}
-	eng, err := engine.Open(o.dir, &engine.Options{Durability: o.durability, Clock: o.clock})
+	eng, err := engine.Open(o.dir, &engine.Options{Durability: o.durability, Clock: o.clock, FS: o.fs})
 	if err != nil {
 		t.Fatalf("engine.Open: %v", err)
 	}
@@ -201,7 +207,7 @@ func newProxyHarness(t *testing.T, o proxyOpts) *proxyHarness {
 		tr.TLSClientConfig.RootCAs = o.roots
 	}
 	mgr, err := fetch.New(eng, fetch.Config{Allow: allow, TTL: o.ttl, HeaderTimeout: o.headerTimeout, IdleTimeout: o.idleTimeout,
-		Client: fetch.NewClient(tr)})
+		MaxResponseBytes: o.maxResponse, MaxConcurrent: o.maxConcurrent, Client: fetch.NewClient(tr)})
 	if err != nil {
 		t.Fatalf("fetch.New: %v", err)
 	}
@@ -224,7 +230,7 @@ func newProxyHarness(t *testing.T, o proxyOpts) *proxyHarness {
 			ts.Close()
 			mgr.Close()
 			tr.CloseIdleConnections()
-			if err := eng.Close(); err != nil {
+			if err := eng.Close(); err != nil && o.fs == nil { // (faults injected: Close reports them)
 				t.Errorf("engine.Close: %v", err)
 			}
 		})
@@ -813,6 +819,45 @@ func TestProxyIdleTimeoutEndsStream(t *testing.T) {
 		t.Errorf("closed after %v", d)
 	}
 	up.waitCanceled(t, "/silent")
+}
+
+// The proxy's limits and storage failures, each with its section 11 code:
+// a response past the largest stored one ends the stream (too-large, what
+// was stored kept); more fetches than allowed at once is 503 UNAVAILABLE
+// with Retry-After; an engine that cannot store the new stream is 502
+// STORAGE_ERROR, with no Location.
+func TestProxyLimitsAndStorageErrors(t *testing.T) {
+	up := newUpstream(t, false)
+	t.Run("too large", func(t *testing.T) {
+		ph := newProxyHarness(t, proxyOpts{maxResponse: 40})
+		loc := ph.mustCreate(up.URL + "/sse?n=10")
+		got, last := ph.follow(loc, "-1")
+		if len(got) != 40 || !strings.HasPrefix("data: token-0\n\ndata: token-1\n\ndata: token-2\n\n", string(got)) {
+			t.Errorf("too-large stream %q, want its first 40 bytes", got)
+		}
+		if o := last.get("Upstream-Outcome"); o != "too-large" {
+			t.Errorf("Upstream-Outcome %q, want too-large", o)
+		}
+	})
+	t.Run("busy", func(t *testing.T) {
+		ph := newProxyHarness(t, proxyOpts{maxConcurrent: 1})
+		ph.mustCreate(up.URL + "/silent") // holds the one slot
+		r := ph.create(up.URL+"/sse?n=1", "GET", nil)
+		wantProxyError(t, r, http.StatusServiceUnavailable, "UNAVAILABLE")
+		if r.get("Retry-After") == "" {
+			t.Error("busy: no Retry-After")
+		}
+	})
+	t.Run("storage error", func(t *testing.T) {
+		fs := errorfs.New(nil)
+		ph := newProxyHarness(t, proxyOpts{durability: engine.DurabilitySync, fs: fs})
+		fs.Inject(errorfs.Rule{Op: errorfs.Fdatasync, PathContains: "/wal/", Err: syscall.EIO, Times: 1})
+		r := ph.create(up.URL+"/sse?n=1", "GET", nil)
+		wantProxyError(t, r, http.StatusBadGateway, "STORAGE_ERROR")
+		if r.get("Location") != "" {
+			t.Errorf("a Location for a stream that was not stored: %q", r.get("Location"))
+		}
+	})
 }
 
 func TestProxyCORS(t *testing.T) {
