@@ -6,7 +6,7 @@ package server
 // works against it with `durablefetchHost` set to this listener.
 //
 //	ANY  /{host[:port]}/{path}?{query}   fetch, join or replay the upstream URL
-//	POST /in-progress {"url": U}         {"inProgress","activeConnections","chunksStored","completed"}
+//	POST /in-progress {"url": U}         {"inProgress","activeConnections","chunksStored","completed","outcome","bytesStored"}
 //	POST /delete      {"url": U}         {"success","message"}; stops a running fetch
 //	OPTIONS *                            CORS preflight (204)
 //
@@ -33,7 +33,7 @@ package server
 //     is sent, then the response is cut: HTTP/1.1 without the terminating
 //     chunk, HTTP/2 with a stream reset. Clients see a network error, never
 //     a complete body. /in-progress then says inProgress false, completed
-//     false.
+//     false, and its outcome field says why.
 //
 // With access control on (DurableFetchConfig.Auth), every request needs a
 // token granting "fetch" on the upstream host[:port]/path, sent in the
@@ -573,6 +573,14 @@ type inProgressStatus struct {
 	ActiveConnections int   `json:"activeConnections"`
 	ChunksStored      int64 `json:"chunksStored"`
 	Completed         bool  `json:"completed"`
+	// Beyond durablefetch's fields, present only once there is something
+	// to say (so the answer for an unknown or idle URL is durablefetch's
+	// own): how the fetch ended (fetch.Outcome: complete, interrupted,
+	// aborted, upstream-error, idle-timeout, too-large or storage-error;
+	// absent while it runs), so a client whose response was cut can tell
+	// why, and how many body bytes are stored.
+	Outcome     string `json:"outcome,omitempty"`
+	BytesStored int64  `json:"bytesStored,omitempty"`
 }
 
 // urlOfBody reads the {"url": U} body of /in-progress and /delete and
@@ -654,7 +662,7 @@ func (d *DurableFetch) handleInProgress(w http.ResponseWriter, r *http.Request) 
 	case err == nil:
 		// (Running stays true for a moment after the end is recorded.)
 		st = inProgressStatus{InProgress: f.Outcome == fetch.Running && d.mgr.Running(f.ID), ActiveConnections: d.mgr.Readers(f.ID),
-			ChunksStored: f.Chunks, Completed: f.Outcome == fetch.Complete}
+			ChunksStored: f.Chunks, Completed: f.Outcome == fetch.Complete, Outcome: string(f.Outcome), BytesStored: f.Bytes}
 	case !errors.Is(err, fetch.ErrNotFound):
 		d.log.Error("durablefetch: in-progress", "url", fetch.RedactURL(key), "err", err)
 		dfError(w, r, http.StatusInternalServerError, "internal error")

@@ -888,6 +888,9 @@ func TestDurableFetchIdleTimeout(t *testing.T) {
 	}
 	up.waitGone(t)
 	h.wantStatus(upURL, false, 0, false)
+	if m := h.inProgress(upURL); m["outcome"] != "idle-timeout" || m["bytesStored"] != float64(len(dfBody(1))) {
+		t.Fatalf("in-progress %v: want outcome idle-timeout and the bytes stored", m)
+	}
 	f, err := h.mgr.ByKey(upURL)
 	if err != nil || f.Outcome != fetch.IdleTimeout {
 		t.Fatalf("fetch %v, %v: want outcome %s", f, err, fetch.IdleTimeout)
@@ -1000,6 +1003,9 @@ func TestDurableFetchInterrupted(t *testing.T) {
 		t.Fatalf("interrupted replay %q", got)
 	}
 	h2.wantStatus(upURL, false, 0, false)
+	if m := h2.inProgress(upURL); m["outcome"] != "interrupted" || m["bytesStored"] != float64(len(dfBody(2))) {
+		t.Fatalf("in-progress %v: want outcome interrupted and the bytes stored", m)
+	}
 	if c := up.calls.Load(); c != 1 {
 		t.Fatalf("upstream called %d times", c)
 	}
