@@ -90,3 +90,26 @@ func TestTierRefusesUsedPrefix(t *testing.T) {
 		t.Fatalf("a data directory that took the prefix, restarted: %v", err)
 	}
 }
+
+// Credentials come from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY when the
+// flags leave them out (and the flags win): the tier's start-up check of
+// the bucket passes with the right ones and fails with wrong ones.
+func TestTierCredentialsFromEnvironment(t *testing.T) {
+	s3 := s3test.Start(t)
+	log := slog.New(slog.DiscardHandler)
+	tf := tierFlags{endpoint: s3.Endpoint, bucket: s3.Bucket, prefix: "env/", region: s3test.Region,
+		sealAfter: time.Minute, scanInterval: time.Second}
+	t.Setenv("AWS_ACCESS_KEY_ID", s3.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", s3.SecretKey)
+	if _, err := tf.newTier("sync", t.TempDir(), &engine.Options{}, log); err != nil {
+		t.Fatalf("credentials from the environment: %v", err)
+	}
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "wrong-secret")
+	if _, err := tf.newTier("sync", t.TempDir(), &engine.Options{}, log); err == nil {
+		t.Fatal("a wrong secret from the environment was accepted")
+	}
+	tf.accessKey, tf.secretKey = s3.AccessKey, s3.SecretKey // the flags win
+	if _, err := tf.newTier("sync", t.TempDir(), &engine.Options{}, log); err != nil {
+		t.Fatalf("credentials from the flags over a wrong environment: %v", err)
+	}
+}
