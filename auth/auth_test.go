@@ -450,3 +450,40 @@ func TestGrantsCovers(t *testing.T) {
 		t.Error("nil grants cover something")
 	}
 }
+
+// Authenticator.Covers counts the anonymous grants (a subscription on
+// public/* needs no token where anyone may read public/**), then the
+// request's token; a malformed or missing credential covers nothing more.
+func TestAuthenticatorCovers(t *testing.T) {
+	secret := bytes.Repeat([]byte("k"), 32)
+	au, err := New(Config{HMACSecret: secret, Anonymous: Claim{Read: []string{"public/**"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer au.Close()
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{"exp": time.Now().Add(time.Hour).Unix(),
+		"ds": map[string]any{"read": []string{"logs/**"}}}).SignedString(secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		pattern, auth string
+		want          bool
+	}{
+		{"public/*", "", true},
+		{"logs/*", "", false},
+		{"logs/*", "Bearer " + tok, true},
+		{"public/**", "Bearer " + tok, true},
+		{"other/*", "Bearer " + tok, false},
+		{"logs/*", "Bearer not-a-token", false},
+	} {
+		r := httptest.NewRequest("GET", "/", nil)
+		if c.auth != "" {
+			r.Header.Set("Authorization", c.auth)
+		}
+		q, _ := pathglob.Parse(c.pattern)
+		if got := au.Covers(r, OpRead, q); got != c.want {
+			t.Errorf("%s with %q: covered %v, want %v", c.pattern, c.auth, got, c.want)
+		}
+	}
+}

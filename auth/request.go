@@ -85,10 +85,13 @@ func presented(r *http.Request) (credential, bool) {
 	return c, true
 }
 
-// Covers reports whether the request's token grants op on every path q
-// can match (Grants.Covers). Anonymous grants and signed URLs grant paths,
-// never patterns, and do not count.
+// Covers reports whether the caller may do op on every path q can match
+// (Grants.Covers): the anonymous grants cover it, or the request's token
+// does. A signed URL grants one path, never a pattern.
 func (a *Authenticator) Covers(r *http.Request, op Op, q pathglob.Pattern) bool {
+	if a.anonymous.Covers(op, q) {
+		return true
+	}
 	c, ok := presented(r)
 	if !ok || c.bad != "" || c.token == "" {
 		return false
