@@ -230,6 +230,7 @@ func (tt *torture) restart(round int, after string) bool {
 	var srv *serverProc
 	var took time.Duration
 	var err error
+	tt.subs.hook.restarting()
 	for attempt := 0; attempt < 3; attempt++ {
 		extra := append(tt.fetch.flags(), "--webhook-dev")
 		if tt.serverArgs != nil {

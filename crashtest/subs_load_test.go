@@ -67,6 +67,17 @@ type hookReceiver struct {
 	verify bool
 	wakes  chan hookWake
 	client *http.Client
+	// offered: the highest tail of each stream offered by a wake since the
+	// last restart began, in any mode: a redelivery may come (and be
+	// answered done) before the verification looks for it.
+	offered map[string]string
+}
+
+// restarting starts a new count of what wakes offer.
+func (h *hookReceiver) restarting() {
+	h.mu.Lock()
+	h.offered = map[string]string{}
+	h.mu.Unlock()
 }
 
 type hookWake struct {
@@ -91,6 +102,11 @@ func newHookReceiver(sm *subsModel) *hookReceiver {
 		verify := h.verify
 		n++
 		sync := n%2 == 0
+		for _, s := range wk.Streams {
+			if h.offered != nil && s.Tail > h.offered[s.Path] {
+				h.offered[s.Path] = s.Tail
+			}
+		}
 		h.mu.Unlock()
 		if verify {
 			select {
@@ -329,15 +345,18 @@ func (sm *subsModel) redeliverPull(v *verifier, pending map[string]string) {
 // offered, acking each wake by callback.
 func (sm *subsModel) redeliverHook(v *verifier, pending map[string]string) {
 	h := sm.hook
+	offered := map[string]string{}
 	h.mu.Lock()
 	h.verify = true
+	for p, t := range h.offered { // offered since the restart, before this wait
+		offered[p] = t
+	}
 	h.mu.Unlock()
 	defer func() {
 		h.mu.Lock()
 		h.verify = false
 		h.mu.Unlock()
 	}()
-	offered := map[string]string{}
 	deadline := time.After(8 * time.Second)
 	for {
 		missing := false
