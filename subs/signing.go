@@ -18,6 +18,8 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+
+	"github.com/durastream/durastream/durafile"
 )
 
 type signer struct {
@@ -65,37 +67,13 @@ func loadSigner(file string) (*signer, error) {
 	return s, nil
 }
 
-// writeSecretFile writes a 0600 file durably: temp file, fsync, rename,
-// directory fsync.
+// writeSecretFile writes a 0600 file durably (durafile), in a directory
+// only its owner may list.
 func writeSecretFile(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return durafile.Write(path, data, 0o600)
 }
 
 // signatureHeader is Webhook-Signature for body at unix time t.

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
+	"github.com/durastream/durastream/durafile"
 	"github.com/minio/minio-go/v7"
 )
 
@@ -68,38 +69,12 @@ func loadID(path string) (string, error) {
 	return id, nil
 }
 
-// writeID stores id durably: written to a temporary file, synced, renamed
-// into place, and the directory synced.
+// writeID stores id durably (durafile).
 func writeID(path, id string) error {
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return err
 	}
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
-		return err
-	}
-	_, err = f.WriteString(id + "\n")
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return durafile.Write(path, []byte(id+"\n"), 0o644)
 }
 
 // ours reports whether an incarnation is this data directory's.
