@@ -27,6 +27,35 @@ func (h *harness) claimed(id string) map[string]streamView {
 	return m
 }
 
+// claimedWake is what a pull-wake claim answers.
+type claimedWake struct {
+	WakeID     string `json:"wake_id"`
+	Generation uint64 `json:"generation"`
+	Token      string `json:"token"`
+}
+
+// claim claims pull-wake subscription id.
+func (h *harness) claim(id string) claimedWake {
+	h.t.Helper()
+	out, err := h.m.Claim(id, []byte(`{"worker":"w"}`))
+	if err != nil {
+		h.t.Fatalf("claim %s: %v", id, err)
+	}
+	var cl claimedWake
+	json.Unmarshal(out, &cl)
+	return cl
+}
+
+// ackDone acks the claimed wake with done: true and the given offsets.
+func (h *harness) ackDone(id string, cl claimedWake, offsets map[string]int) ([]byte, *Error) {
+	acks := []map[string]string{}
+	for p, o := range offsets {
+		acks = append(acks, map[string]string{"stream": p, "offset": engine.Offset(o).String()})
+	}
+	b, _ := json.Marshal(map[string]any{"wake_id": cl.WakeID, "generation": cl.Generation, "done": true, "acks": acks})
+	return h.m.Ack(id, cl.Token, b)
+}
+
 // wantFromStart fails unless every stream in tails is pending from its
 // start to its tail.
 func wantFromStart(t *testing.T, got map[string]streamView, tails map[string]int) {
@@ -103,24 +132,13 @@ func TestLateAckOfDeletedStreamIgnored(t *testing.T) {
 	h.eng.Create(ctx, "wakes", engine.CreateOptions{ContentType: "application/json"})
 	h.put("p1", `{"type":"pull-wake","pattern":"q/*","wake_stream":"wakes"}`)
 	h.create("q/a", "0123456789")
-	out, err := h.m.Claim("p1", []byte(`{"worker":"w"}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cl struct {
-		WakeID     string `json:"wake_id"`
-		Generation uint64 `json:"generation"`
-		Token      string `json:"token"`
-	}
-	json.Unmarshal(out, &cl)
+	cl := h.claim("p1")
 	if err := h.eng.Delete(ctx, "q/a"); err != nil {
 		t.Fatal(err)
 	}
 	h.m.Notify("q/a")
 	h.create("q/a", "0123456789abcdef")
-	b, _ := json.Marshal(map[string]any{"wake_id": cl.WakeID, "generation": cl.Generation, "done": true,
-		"acks": []map[string]string{{"stream": "q/a", "offset": engine.Offset(10).String()}}})
-	if out, err := h.m.Ack("p1", cl.Token, b); err != nil || string(out) != `{"ok":true,"next_wake":true}` {
+	if out, err := h.ackDone("p1", cl, map[string]int{"q/a": 10}); err != nil || string(out) != `{"ok":true,"next_wake":true}` {
 		t.Fatalf("ack: %s %v", out, err)
 	}
 	wantFromStart(t, h.claimed("p1"), map[string]int{"q/a": 16})
@@ -135,21 +153,9 @@ func TestAckOfStreamLinkedDuringWake(t *testing.T) {
 	h.eng.Create(context.Background(), "wakes", engine.CreateOptions{ContentType: "application/json"})
 	h.put("p1", `{"type":"pull-wake","pattern":"q/*","wake_stream":"wakes"}`)
 	h.create("q/a", "0123")
-	out, err := h.m.Claim("p1", []byte(`{"worker":"w"}`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var cl struct {
-		WakeID     string `json:"wake_id"`
-		Generation uint64 `json:"generation"`
-		Token      string `json:"token"`
-	}
-	json.Unmarshal(out, &cl)
+	cl := h.claim("p1")
 	h.create("q/b", "456789") // linked during the wake
-	b, _ := json.Marshal(map[string]any{"wake_id": cl.WakeID, "generation": cl.Generation, "done": true,
-		"acks": []map[string]string{{"stream": "q/a", "offset": engine.Offset(4).String()},
-			{"stream": "q/b", "offset": engine.Offset(6).String()}}})
-	if out, err := h.m.Ack("p1", cl.Token, b); err != nil || string(out) != `{"ok":true,"next_wake":false}` {
+	if out, err := h.ackDone("p1", cl, map[string]int{"q/a": 4, "q/b": 6}); err != nil || string(out) != `{"ok":true,"next_wake":false}` {
 		t.Fatalf("ack: %s %v", out, err)
 	}
 	for _, restart := range []bool{false, true} {
