@@ -2,7 +2,6 @@ package fetch
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"net"
 	"net/http"
@@ -13,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/durastream/durastream/testkit"
 )
 
 func TestDialRestrictedAddress(t *testing.T) {
@@ -231,65 +232,13 @@ func TestDialTransportWithoutURLRefused(t *testing.T) {
 	resp.Body.Close()
 }
 
-// secFakeDNS serves A queries for any name with ip, and empty answers for
-// other types, on a local UDP port. It returns the port's address.
-func secFakeDNS(t *testing.T, ip [4]byte) string {
-	t.Helper()
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pc.Close() })
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			if resp := secDNSAnswer(buf[:n], ip); resp != nil {
-				pc.WriteTo(resp, from)
-			}
-		}
-	}()
-	return pc.LocalAddr().String()
-}
-
-// secDNSAnswer builds the response to a one-question DNS query: header, the
-// question copied, and for type A one answer pointing back at the name.
-func secDNSAnswer(q []byte, ip [4]byte) []byte {
-	if len(q) < 12 {
-		return nil
-	}
-	i := 12
-	for i < len(q) && q[i] != 0 {
-		i += int(q[i]) + 1
-	}
-	i++ // the root label
-	if i+4 > len(q) {
-		return nil
-	}
-	isA := binary.BigEndian.Uint16(q[i:]) == 1
-	end := i + 4
-	var an byte
-	if isA {
-		an = 1
-	}
-	resp := []byte{q[0], q[1], 0x81, 0x80, 0, 1, 0, an, 0, 0, 0, 0} // id, QR RD RA NOERROR, counts
-	resp = append(resp, q[12:end]...)
-	if isA {
-		resp = append(resp, 0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, ip[0], ip[1], ip[2], ip[3])
-	}
-	return resp
-}
-
 // TestDialDNSRebindingRefused: a public-looking name whose DNS answer is
 // 127.0.0.1 is refused even though the URL is allowed and another pattern
 // names 127.0.0.1 (for other URLs).
 func TestDialDNSRebindingRefused(t *testing.T) {
 	srv, hits := secUpstream(t, nil)
 	port := secURL(t, srv.URL).Port()
-	dnsAddr := secFakeDNS(t, [4]byte{127, 0, 0, 1})
+	dnsAddr, _ := testkit.FakeDNS(t, [4]byte{127, 0, 0, 1})
 	resolver := &net.Resolver{
 		PreferGo: true,
 		Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {

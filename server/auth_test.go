@@ -21,6 +21,7 @@ import (
 	"github.com/durastream/durastream/auth"
 	"github.com/durastream/durastream/engine"
 	"github.com/durastream/durastream/server"
+	"github.com/durastream/durastream/testkit"
 	"github.com/golang-jwt/jwt/v5"
 )
 
@@ -521,7 +522,7 @@ func TestAuthIssuer(t *testing.T) {
 // same buffer, as the binary has it. The log lines must be there, or the
 // test proves nothing.
 func TestAuthTokenNotLogged(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &testkit.SyncBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	a, err := auth.New(auth.Config{HMACSecret: []byte(testHMACSecret), Logger: logger})
 	if err != nil {

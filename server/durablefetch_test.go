@@ -29,6 +29,7 @@ import (
 	"github.com/durastream/durastream/engine"
 	"github.com/durastream/durastream/fetch"
 	"github.com/durastream/durastream/server"
+	"github.com/durastream/durastream/testkit"
 )
 
 // dfWait bounds every wait in these tests.
@@ -848,7 +849,7 @@ func TestDurableFetchTTLSlowReader(t *testing.T) {
 // Logged upstream URLs carry no query (a durablefetch key's query is often
 // the secret that names the fetch) and no userinfo.
 func TestDurableFetchLogsNoQuery(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &testkit.SyncBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, nil))
 	h := newDFHarness(t, dfOptions{fetch: func(c *fetch.Config) { c.Logger = logger },
 		config: func(c *server.DurableFetchConfig) { c.Logger = logger }})

@@ -19,12 +19,12 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/durastream/durastream/engine"
 	"github.com/durastream/durastream/server"
+	"github.com/durastream/durastream/testkit"
 )
 
 // rawResponse is one response read off a raw connection.
@@ -298,30 +298,12 @@ func TestErrorsQuoteShortSanitizedInput(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log destination the tests read.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestSlowBodyIsCutOff: a body that trickles in at a byte every 200 ms is
 // answered 408 once BodyReadTimeout (plus what the bytes that did arrive
 // bought at BodyMinRate) has passed, and the reason is logged; a body sent
 // at a fair pace takes as long as it needs.
 func TestSlowBodyIsCutOff(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &testkit.SyncBuffer{}
 	cfg := testConfig()
 	cfg.BodyReadTimeout = time.Second
 	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))

@@ -1,20 +1,18 @@
 package subs
 
 import (
-	"bytes"
 	"context"
-	"encoding/binary"
 	"errors"
 	"log/slog"
 	"net"
 	"net/http"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/durastream/durastream/fetch"
+	"github.com/durastream/durastream/testkit"
 )
 
 func TestLeaseTTLRange(t *testing.T) {
@@ -115,73 +113,13 @@ func TestWebhookStaleDeliverySkipped(t *testing.T) {
 	}
 }
 
-// fakeDNS answers every A query with ip and every other query with no
-// answer, on a local UDP port; it counts the queries.
-func fakeDNS(t *testing.T, ip [4]byte) (addr string, queries *atomic.Int64) {
-	t.Helper()
-	pc, err := net.ListenPacket("udp4", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { pc.Close() })
-	queries = new(atomic.Int64)
-	go func() {
-		buf := make([]byte, 1500)
-		for {
-			n, from, err := pc.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			q := buf[:n]
-			i := 12
-			for i < len(q) && q[i] != 0 {
-				i += int(q[i]) + 1
-			}
-			i++ // the root label
-			if len(q) < 12 || i+4 > len(q) {
-				continue
-			}
-			queries.Add(1)
-			isA := binary.BigEndian.Uint16(q[i:]) == 1
-			var an byte
-			if isA {
-				an = 1
-			}
-			resp := append([]byte{q[0], q[1], 0x81, 0x80, 0, 1, 0, an, 0, 0, 0, 0}, q[12:i+4]...)
-			if isA {
-				resp = append(resp, 0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4, ip[0], ip[1], ip[2], ip[3])
-			}
-			pc.WriteTo(resp, from)
-		}
-	}()
-	return pc.LocalAddr().String(), queries
-}
-
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestWebhookDNSToPrivateAddressRefused: a webhook URL whose host is a name
 // passes the URL check, and when the name resolves to a private or the
 // metadata address, the delivery is refused at the dial: the subscription
 // goes to failed with a retry scheduled.
 func TestWebhookDNSToPrivateAddressRefused(t *testing.T) {
 	for _, ip := range [][4]byte{{10, 0, 0, 7}, {169, 254, 169, 254}} {
-		dns, queries := fakeDNS(t, ip)
+		dns, queries := testkit.FakeDNS(t, ip)
 		d := webhookDialer(false)
 		d.Resolver = &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var nd net.Dialer
@@ -195,7 +133,7 @@ func TestWebhookDNSToPrivateAddressRefused(t *testing.T) {
 		if _, err := client.Post(url, "application/json", strings.NewReader("{}")); !errors.Is(err, fetch.ErrAddressRefused) {
 			t.Fatalf("%v: POST: %v, want a refused address", ip, err)
 		}
-		logs := &syncBuffer{}
+		logs := &testkit.SyncBuffer{}
 		h := newHarnessWith(t, nil, func(o *Options) {
 			o.Client = client
 			o.Logger = slog.New(slog.NewTextHandler(logs, nil))
