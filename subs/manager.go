@@ -688,13 +688,24 @@ func (m *Manager) BeforeCreate(p string) (done func()) {
 // lookup.
 func (m *Manager) Notify(p string) {
 	set, _ := m.linked.Load(p)
+	if len(set) == 0 {
+		return
+	}
+	// One look for all the subscriptions when it only moves a tail on (an
+	// append: tails only grow, so a stale one changes nothing). A look
+	// that would reset or drop a link (the stream gone, or another
+	// incarnation) is made again under s.mu: of two Notifies, the one that
+	// runs last then looks last, and a stale "missing" never undoes a
+	// newer look.
+	info, err := m.eng.Head(p)
 	for s := range set {
 		s.mu.Lock()
 		if l := s.links[p]; l != nil && !s.deleted {
-			// Head under s.mu: of two Notifies, the one that runs last
-			// looks last, so a stale "missing" never undoes a newer look.
-			info, err := m.eng.Head(p)
-			if s.observe(p, l, info, err) {
+			i, e := info, err
+			if e != nil || incarnation(i) != l.inc {
+				i, e = m.eng.Head(p)
+			}
+			if s.observe(p, l, i, e) {
 				s.evaluate()
 			}
 		}
