@@ -12,32 +12,19 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/durastream/durastream/engine"
+	"github.com/durastream/durastream/testkit"
 )
-
-// clockEngine is an in-memory engine whose clock only advance moves.
-func clockEngine(t *testing.T) (*engine.Engine, func(time.Duration)) {
-	t.Helper()
-	var mu sync.Mutex
-	now := time.Now()
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	eng, err := engine.Open(t.TempDir(), &engine.Options{Durability: engine.DurabilityMemory, Clock: clock})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { eng.Close() })
-	return eng, func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
-}
 
 // Looking a fetch up for longer than its TTL (as /in-progress polling
 // does) keeps its body, not just its record; a record whose body is gone
 // is deleted, and its key starts a new upstream call.
 func TestFetchTTLLookupRenewsBody(t *testing.T) {
-	eng, advance := clockEngine(t)
+	eng, clock := testkit.ClockEngine(t)
+	advance := clock.Advance
 	up := newUpstream(t, 3, 0)
 	m := testManager(t, eng, func(c *Config) { c.TTL = time.Hour })
 	ctx := context.Background()
@@ -81,7 +68,8 @@ func TestFetchTTLLookupRenewsBody(t *testing.T) {
 // fetch up meanwhile, keeps its record: its end is recorded and it is
 // found, complete.
 func TestFetchTTLLongUpstreamKeepsRecord(t *testing.T) {
-	eng, advance := clockEngine(t)
+	eng, clock := testkit.ClockEngine(t)
+	advance := clock.Advance
 	const events = 6
 	gate := make(chan struct{})
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

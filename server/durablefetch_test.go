@@ -699,23 +699,10 @@ func TestDurableFetchInProgress(t *testing.T) {
 	}
 }
 
-// dfClockEngine is an in-memory engine whose clock only advance moves.
-func dfClockEngine(t *testing.T) (*engine.Engine, func(time.Duration)) {
-	t.Helper()
-	var mu sync.Mutex
-	now := time.Now()
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
-	eng, err := engine.Open(t.TempDir(), &engine.Options{Durability: engine.DurabilityMemory, Clock: clock})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { eng.Close() })
-	return eng, func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
-}
-
 // A stored response lives for a sliding TTL since its last use.
 func TestDurableFetchTTL(t *testing.T) {
-	eng, advance := dfClockEngine(t)
+	eng, clock := testkit.ClockEngine(t)
+	advance := clock.Advance
 	up := newDFUpstream(t, false, 3, nil)
 	h := newDFHarness(t, dfOptions{up: up, eng: eng, fetch: func(c *fetch.Config) { c.TTL = time.Hour }})
 	upURL := "http://" + up.hostPath("/ttl")
@@ -744,7 +731,8 @@ func TestDurableFetchTTL(t *testing.T) {
 // replays it whole. A record whose body is gone is nothing stored: it is
 // deleted and the next request calls the upstream again.
 func TestDurableFetchTTLInProgressKeepsBody(t *testing.T) {
-	eng, advance := dfClockEngine(t)
+	eng, clock := testkit.ClockEngine(t)
+	advance := clock.Advance
 	up := newDFUpstream(t, false, 3, nil)
 	h := newDFHarness(t, dfOptions{up: up, eng: eng, fetch: func(c *fetch.Config) { c.TTL = time.Hour }})
 	upURL := "http://" + up.hostPath("/poll")
@@ -784,7 +772,8 @@ func TestDurableFetchTTLInProgressKeepsBody(t *testing.T) {
 // and looked up by nobody, keeps its record: the reader's body ends
 // normally, and the next request replays it without calling the upstream.
 func TestDurableFetchTTLLongUpstream(t *testing.T) {
-	eng, advance := dfClockEngine(t)
+	eng, clock := testkit.ClockEngine(t)
+	advance := clock.Advance
 	const events = 6
 	up := newDFUpstream(t, false, events, func(u *dfUpstream) { u.gate = make(chan struct{}) })
 	h := newDFHarness(t, dfOptions{up: up, eng: eng, fetch: func(c *fetch.Config) { c.TTL = time.Hour }})
@@ -812,7 +801,8 @@ func TestDurableFetchTTLLongUpstream(t *testing.T) {
 // slowly) keeps the fetch's record as well as its body: the next request
 // replays the stored body and does not call the upstream again.
 func TestDurableFetchTTLSlowReader(t *testing.T) {
-	eng, advance := dfClockEngine(t)
+	eng, clock := testkit.ClockEngine(t)
+	advance := clock.Advance
 	const size = 2 << 20
 	big := &dfUpstream{}
 	big.ts = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -26,6 +26,7 @@ import (
 	"github.com/durastream/durastream/engine"
 	"github.com/durastream/durastream/fetch"
 	"github.com/durastream/durastream/server"
+	"github.com/durastream/durastream/testkit"
 	"github.com/durastream/durastream/vfs"
 	"github.com/durastream/durastream/vfs/errorfs"
 )
@@ -1043,12 +1044,10 @@ func TestProxyReadRacingDelete(t *testing.T) {
 // nobody meanwhile, is found when it ends (not 404 while its body is
 // still stored), complete.
 func TestProxyTTLLongUpstream(t *testing.T) {
-	var mu sync.Mutex
-	now := time.Now()
-	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	clock := testkit.NewClock()
 	const events = 6
 	up := newDFUpstream(t, false, events, func(u *dfUpstream) { u.gate = make(chan struct{}) })
-	ph := newProxyHarness(t, proxyOpts{clock: clock, ttl: time.Hour})
+	ph := newProxyHarness(t, proxyOpts{clock: clock.Now, ttl: time.Hour})
 	loc := ph.mustCreate(up.ts.URL + "/long")
 	f, err := ph.mgr.Get(idOf(loc))
 	if err != nil {
@@ -1069,9 +1068,7 @@ func TestProxyTTLLongUpstream(t *testing.T) {
 		}
 	}
 	for i := range events { // 120 minutes, an event every 20
-		mu.Lock()
-		now = now.Add(20 * time.Minute)
-		mu.Unlock()
+		clock.Advance(20 * time.Minute)
 		up.release(t, 1)
 		n := len(dfBody(i + 1))
 		waitBody(fmt.Sprintf("%d bytes stored", n), func(in engine.StreamInfo) bool { return int(in.Tail) >= n })

@@ -1,7 +1,8 @@
 // Package testkit holds helpers that tests of several packages share: a
 // DNS server that answers every name with one address (for checks made
 // after name resolution, such as the SSRF rules of durable fetch and
-// webhooks), and a log buffer safe for concurrent writes. Tests only.
+// webhooks), a log buffer safe for concurrent writes, and a clock that
+// only the test moves. Tests only.
 package testkit
 
 import (
@@ -10,7 +11,9 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/durastream/durastream/engine"
 	"golang.org/x/net/dns/dnsmessage"
 )
 
@@ -85,4 +88,41 @@ func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
+}
+
+// Clock is a clock that only Advance moves (engine.Options.Clock takes
+// its Now), starting at the time it was made.
+type Clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+// NewClock returns a Clock at the current time.
+func NewClock() *Clock { return &Clock{now: time.Now()} }
+
+// Now is the clock's time.
+func (c *Clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+// Advance moves the clock on by d.
+func (c *Clock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	c.mu.Unlock()
+}
+
+// ClockEngine is an in-memory engine on a Clock (for TTLs): closed when the
+// test ends.
+func ClockEngine(t testing.TB) (*engine.Engine, *Clock) {
+	t.Helper()
+	clock := NewClock()
+	eng, err := engine.Open(t.TempDir(), &engine.Options{Durability: engine.DurabilityMemory, Clock: clock.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { eng.Close() })
+	return eng, clock
 }
